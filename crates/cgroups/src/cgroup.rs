@@ -1,0 +1,407 @@
+//! A container's cgroup: one directory per mounted hierarchy.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+use crate::error::{CgroupError, Result};
+use crate::fs::{join_under, read_file, read_pids, write_file};
+use crate::layout::{own_cgroups, Hierarchy, Layout, Mode};
+use crate::resources;
+
+/// Where in the hierarchies a container's cgroup lives, resolved from
+/// `linux.cgroupsPath`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupPath {
+    /// An absolute path, the same in every hierarchy.
+    Absolute(String),
+    /// Relative to the cgroup the runtime itself is in (per hierarchy).
+    Relative(String),
+}
+
+impl CgroupPath {
+    /// Resolves `linux.cgroupsPath` (absent: the container ID, relative).
+    pub fn from_config(path: Option<&Path>, id: &str) -> Result<CgroupPath> {
+        let raw = match path {
+            None => return Ok(CgroupPath::Relative(id.to_string())),
+            Some(p) => p.to_string_lossy().into_owned(),
+        };
+        if raw.is_empty() {
+            return Ok(CgroupPath::Relative(id.to_string()));
+        }
+        if raw.split('/').any(|c| c == "..") {
+            return Err(CgroupError::InvalidPath {
+                path: raw,
+                reason: "must not contain '..'",
+            });
+        }
+        if !raw.starts_with('/') && raw.contains(':') {
+            return Err(CgroupError::InvalidPath {
+                path: raw,
+                reason: "looks like a systemd slice:prefix:name path, which needs --systemd-cgroup",
+            });
+        }
+        let cleaned: Vec<&str> = raw
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        if cleaned.is_empty() {
+            return Err(CgroupError::InvalidPath {
+                path: raw,
+                reason: "must name a cgroup below the root",
+            });
+        }
+        let joined = cleaned.join("/");
+        if raw.starts_with('/') {
+            Ok(CgroupPath::Absolute(format!("/{joined}")))
+        } else {
+            Ok(CgroupPath::Relative(joined))
+        }
+    }
+}
+
+/// One directory of a container's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupDir {
+    pub path: PathBuf,
+    /// v1 controllers of the hierarchy; empty for cgroup2.
+    pub controllers: Vec<String>,
+    pub unified: bool,
+}
+
+/// A container's cgroup across all hierarchies of the host.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    pub mode: Mode,
+    pub dirs: Vec<CgroupDir>,
+}
+
+impl Cgroup {
+    /// Computes the directories for `path` without creating anything.
+    pub fn locate(layout: &Layout, path: &CgroupPath) -> Cgroup {
+        let own = match path {
+            CgroupPath::Relative(_) => own_cgroups(),
+            CgroupPath::Absolute(_) => Vec::new(),
+        };
+        let dirs = layout
+            .hierarchies
+            .iter()
+            .map(|h| CgroupDir {
+                path: dir_in_hierarchy(h, path, &own),
+                controllers: h.controllers.clone(),
+                unified: h.unified,
+            })
+            .collect();
+        Cgroup {
+            mode: layout.mode,
+            dirs,
+        }
+    }
+
+    /// Rebuilds a cgroup from directories recorded earlier (in container
+    /// state). A path under a cgroup2 mount is recognised by its
+    /// `cgroup.controllers` file.
+    pub fn from_dirs(mode: Mode, paths: &[PathBuf]) -> Cgroup {
+        let dirs = paths
+            .iter()
+            .map(|p| {
+                let unified = is_unified_path(p);
+                let controllers = if unified {
+                    Vec::new()
+                } else {
+                    p.strip_prefix("/sys/fs/cgroup")
+                        .ok()
+                        .and_then(|r| r.components().next())
+                        .map(|c| {
+                            c.as_os_str()
+                                .to_string_lossy()
+                                .split(',')
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                CgroupDir {
+                    path: p.clone(),
+                    controllers,
+                    unified,
+                }
+            })
+            .collect();
+        Cgroup { mode, dirs }
+    }
+
+    /// Creates every directory. On failure, whatever this call created is
+    /// removed again.
+    pub fn create(layout: &Layout, path: &CgroupPath) -> Result<Cgroup> {
+        let cg = Self::locate(layout, path);
+        let mut created: Vec<PathBuf> = Vec::new();
+        for (dir, h) in cg.dirs.iter().zip(&layout.hierarchies) {
+            if let Err(e) = create_dir_chain(h, &dir.path, &mut created) {
+                for p in created.iter().rev() {
+                    let _ = std::fs::remove_dir(p);
+                }
+                return Err(e);
+            }
+        }
+        Ok(cg)
+    }
+
+    /// The directory paths, for recording in state.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path.clone()).collect()
+    }
+
+    /// The directory of the v1 hierarchy with `controller`, or the cgroup2
+    /// directory when `controller` lives there.
+    pub fn dir_for(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| !d.unified && d.controllers.iter().any(|c| c == controller))
+            .map(|d| d.path.as_path())
+    }
+
+    /// The cgroup2 directory, if the host has the unified hierarchy.
+    pub fn unified_dir(&self) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.unified)
+            .map(|d| d.path.as_path())
+    }
+
+    /// Places `pid` in every directory.
+    pub fn add_process(&self, pid: i32) -> Result<()> {
+        let value = pid.to_string();
+        for d in &self.dirs {
+            write_file(&d.path, "cgroup.procs", &value)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `linux.resources`; the process need not be in the cgroup yet.
+    pub fn apply(&self, res: &LinuxResources) -> Result<Vec<String>> {
+        resources::apply(self, res)
+    }
+
+    /// The processes in the cgroup.
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let preferred = ["pids", "freezer", "memory", "cpu", "devices"];
+        let dir = match self.mode {
+            Mode::Unified => self.unified_dir(),
+            _ => preferred
+                .iter()
+                .find_map(|c| self.dir_for(c))
+                .or_else(|| self.dirs.first().map(|d| d.path.as_path())),
+        };
+        match dir {
+            Some(d) => read_pids(d),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Freezes (true) or thaws (false) every process of the cgroup.
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        if let Some(d) = self.dir_for("freezer") {
+            let state = if frozen { "FROZEN" } else { "THAWED" };
+            write_file(d, "freezer.state", state)?;
+            // The freezer moves through FREEZING; wait until it settles.
+            for _ in 0..1000 {
+                if read_file(d, "freezer.state")?.trim() == state {
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            return Ok(());
+        }
+        if let Some(d) = self.unified_dir() {
+            return write_file(d, "cgroup.freeze", if frozen { "1" } else { "0" });
+        }
+        Err(CgroupError::Unsupported {
+            field: "freezer",
+            reason: "no freezer controller is mounted".into(),
+        })
+    }
+
+    /// Removes every directory that still exists. Retries briefly while the
+    /// kernel finishes releasing exited processes.
+    pub fn destroy(&self) -> Result<()> {
+        let mut first_err = None;
+        for d in self.dirs.iter().rev() {
+            if let Err(e) = remove_dir_retrying(&d.path) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn is_unified_path(p: &Path) -> bool {
+    let mut cur = Some(p);
+    while let Some(c) = cur {
+        if c.join("cgroup.controllers").exists() {
+            return true;
+        }
+        if c.join("cgroup.clone_children").exists() {
+            return false;
+        }
+        cur = c.parent();
+    }
+    false
+}
+
+fn dir_in_hierarchy(h: &Hierarchy, path: &CgroupPath, own: &[(Vec<String>, String)]) -> PathBuf {
+    let full = match path {
+        CgroupPath::Absolute(p) => p.clone(),
+        CgroupPath::Relative(rel) => {
+            let base = own
+                .iter()
+                .find(|(ctrls, _)| {
+                    if h.unified {
+                        ctrls.is_empty()
+                    } else {
+                        *ctrls == h.controllers
+                    }
+                })
+                .map(|(_, p)| p.as_str())
+                .unwrap_or("/");
+            format!("{}/{}", base.trim_end_matches('/'), rel)
+        }
+    };
+    // A hierarchy mounted with a non-root cgroup shows that cgroup at its
+    // mount point: strip it from the path.
+    let inside = match full.strip_prefix(h.root.trim_end_matches('/')) {
+        Some(rest) if h.root != "/" && (rest.is_empty() || rest.starts_with('/')) => {
+            rest.to_string()
+        }
+        _ => full,
+    };
+    join_under(&h.mount, &inside)
+}
+
+/// Creates `dir` and any missing parents, recording what it created. v1
+/// cpuset directories start empty and must inherit cpus and mems before a
+/// process can join; cgroup2 parents must delegate their controllers.
+fn create_dir_chain(h: &Hierarchy, dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
+    let mut chain: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| a.starts_with(&h.mount) && *a != h.mount)
+        .collect();
+    chain.reverse();
+    for p in chain {
+        if h.unified {
+            if let Some(parent) = p.parent() {
+                enable_subtree_controllers(parent);
+            }
+        }
+        match std::fs::create_dir(p) {
+            Ok(()) => {
+                created.push(p.to_path_buf());
+                if h.has("cpuset") {
+                    inherit_cpuset(p)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(CgroupError::Create {
+                    path: p.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies `cpuset.cpus` and `cpuset.mems` from the parent when empty.
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let own = read_file(dir, file)?;
+        if own.trim().is_empty() {
+            let value = read_file(parent, file)?;
+            write_file(dir, file, value.trim())?;
+        }
+    }
+    Ok(())
+}
+
+/// Enables in `dir`'s `cgroup.subtree_control` every controller it has, so
+/// its children can use them. Refusals (a busy or threaded cgroup) are left
+/// for the resource writes to report.
+fn enable_subtree_controllers(dir: &Path) {
+    let Ok(avail) = read_file(dir, "cgroup.controllers") else {
+        return;
+    };
+    let enabled = read_file(dir, "cgroup.subtree_control").unwrap_or_default();
+    for c in avail.split_whitespace() {
+        if !enabled.split_whitespace().any(|e| e == c) {
+            // One write per controller so one refusal does not block the rest.
+            let _ = write_file(dir, "cgroup.subtree_control", &format!("+{c}"));
+        }
+    }
+}
+
+fn remove_dir_retrying(path: &Path) -> Result<()> {
+    let mut delay = std::time::Duration::from_micros(200);
+    for attempt in 0..40 {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 39 => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_from_config() {
+        assert_eq!(
+            CgroupPath::from_config(None, "c1").ok(),
+            Some(CgroupPath::Relative("c1".into()))
+        );
+        assert_eq!(
+            CgroupPath::from_config(Some(Path::new("/a//b/")), "c1").ok(),
+            Some(CgroupPath::Absolute("/a/b".into()))
+        );
+        assert_eq!(
+            CgroupPath::from_config(Some(Path::new("x/y")), "c1").ok(),
+            Some(CgroupPath::Relative("x/y".into()))
+        );
+        assert!(CgroupPath::from_config(Some(Path::new("/a/../../etc")), "c1").is_err());
+        assert!(CgroupPath::from_config(Some(Path::new("/")), "c1").is_err());
+        assert!(CgroupPath::from_config(Some(Path::new("system.slice:hako:c1")), "c1").is_err());
+    }
+
+    #[test]
+    fn paths_follow_mount_root() {
+        let h = Hierarchy {
+            mount: "/sys/fs/cgroup/memory".into(),
+            root: "/outer".into(),
+            controllers: vec!["memory".into()],
+            unified: false,
+        };
+        let p = dir_in_hierarchy(&h, &CgroupPath::Absolute("/outer/c1".into()), &[]);
+        assert_eq!(p, PathBuf::from("/sys/fs/cgroup/memory/c1"));
+        let own = vec![(vec!["memory".to_string()], "/outer/me".to_string())];
+        let p = dir_in_hierarchy(&h, &CgroupPath::Relative("c2".into()), &own);
+        assert_eq!(p, PathBuf::from("/sys/fs/cgroup/memory/me/c2"));
+    }
+}

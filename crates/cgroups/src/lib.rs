@@ -1,0 +1,27 @@
+//! cgroup management for hako: one interface over cgroup v1, unified v2 and
+//! hybrid hosts (v1 controllers plus a cgroup2 mount, as on Debian's older
+//! defaults).
+//!
+//! The layout is detected at run time from `/proc/self/mountinfo`
+//! ([`Layout::detect`]). A container's cgroup is a [`Cgroup`]: the set of
+//! directories it owns, one per mounted hierarchy. Creating one, placing a
+//! process in it, applying `linux.resources` and removing it are the only
+//! operations the runtime needs; richer control (pause, update, events) builds
+//! on the same type.
+//!
+//! Module map (each imports only modules above it in this list):
+//! - [`error`]: the error type, naming the file or directory involved.
+//! - [`layout`]: which hierarchies are mounted where.
+//! - [`fs`]: small file helpers for cgroupfs writes.
+//! - [`resources`]: translation of OCI `linux.resources` into file writes.
+//! - [`cgroup`]: the [`Cgroup`] type.
+
+pub mod cgroup;
+pub mod error;
+pub mod fs;
+pub mod layout;
+pub mod resources;
+
+pub use cgroup::{Cgroup, CgroupPath};
+pub use error::CgroupError;
+pub use layout::{Hierarchy, Layout, Mode};

@@ -1,0 +1,792 @@
+//! The container lifecycle as runtime-spec defines it: create, start,
+//! state, kill, delete — plus run, list, ps, pause and resume.
+//!
+//! Process model of `create` (one clone, no intermediate process):
+//!
+//! ```text
+//! hako-runtime create ──clone(CLONE_NEW*)──▶ init (pid 1 of the container)
+//!   │ cgroup, uid/gid maps, state.json            │
+//!   │ Go(state) ─────────────────────────────────▶│ namespaces, mounts, devices
+//!   │◀──────────────────────────── RunCreateHooks │ (only if there are hooks)
+//!   │ prestart, createRuntime hooks                │
+//!   │ HooksDone ─────────────────────────────────▶│ createContainer hooks,
+//!   │                                              │ pivot_root, masks, console,
+//!   │◀───────────────────────────────────── Ready │ rlimits, user, caps
+//!   exit 0                                          read(exec.fifo) … blocks
+//! hako-runtime start: write(exec.fifo) ──────────▶ startContainer hooks, execve
+//! ```
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use hako_cgroups::{Cgroup, CgroupError, CgroupPath, Layout, Mode};
+use oci_spec::runtime::{Hook, LinuxNamespaceType, Process, Spec};
+use serde::Serialize;
+
+use crate::hooks::{self, HookError};
+use crate::init::{self, InitArgs};
+use crate::namespaces::{self, NamespaceError, Plan};
+use crate::spec::{self, Config, SpecError};
+use crate::state::{ContainerState, StateError, Status, Store};
+use crate::sync::{Channel, Message};
+use crate::sys;
+
+/// The runtime-spec version this runtime implements.
+pub const OCI_VERSION: &str = "1.2.1";
+
+/// Errors of lifecycle operations, each naming the container.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("container {id}: {message}")]
+    Init { id: String, message: String },
+    #[error("container {id} is {status}: {action}")]
+    WrongStatus {
+        id: String,
+        status: &'static str,
+        action: String,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Sys { what, source }
+}
+
+/// Options of `create` (and `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// The state document of runtime-spec (what `state` prints and hooks read).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    pub oci_version: String,
+    pub id: String,
+    pub status: &'static str,
+    pub pid: i32,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The state JSON given to hooks.
+pub fn hook_state_json(id: &str, config: &Config, pid: i32, status: &'static str) -> String {
+    let annotations: BTreeMap<String, String> = config
+        .spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let s = serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": config.bundle,
+        "annotations": annotations,
+    });
+    s.to_string()
+}
+
+fn hooks_of<'a>(
+    spec: &'a Spec,
+    pick: impl Fn(&'a oci_spec::runtime::Hooks) -> &'a Option<Vec<Hook>>,
+) -> &'a [Hook] {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| pick(h).as_deref())
+        .unwrap_or(&[])
+}
+
+/// A container that `create` has set up, still a child of this process.
+pub struct Created {
+    pub pid: i32,
+    pub state: ContainerState,
+}
+
+/// The runtime: a state root and global settings.
+pub struct Runtime {
+    pub store: Store,
+    pub systemd_cgroup: bool,
+}
+
+/// Undoes a partial create unless disarmed.
+struct CreateGuard<'a> {
+    store: &'a Store,
+    id: String,
+    child: Option<i32>,
+    cgroup: Option<Cgroup>,
+    armed: bool,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.child {
+            // SAFETY: signalling and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.destroy() {
+                crate::warn!("cleaning up cgroup of {}: {e}", self.id);
+            }
+        }
+        let _ = self.store.remove(&self.id);
+    }
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>, systemd_cgroup: bool) -> Runtime {
+        Runtime {
+            store: Store::new(root),
+            systemd_cgroup,
+        }
+    }
+
+    /// `create`: sets the container up and leaves its init blocked before
+    /// the user's program.
+    pub fn create(&self, opts: &CreateOptions) -> Result<Created> {
+        crate::state::validate_id(&opts.id)?;
+        if self.systemd_cgroup && !Path::new("/run/systemd/system").exists() {
+            return Err(CgroupError::NoSystemd.into());
+        }
+        let (config, raw) = spec::load(&opts.bundle)?;
+        let spec = &config.spec;
+        let linux = spec.linux().as_ref();
+        let plan = Plan::new(linux.and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]))?;
+        let wants_terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        if wants_terminal && opts.console_socket.is_none() {
+            return Err(RuntimeError::Usage(
+                "process.terminal is true: pass --console-socket (the pty master is sent there)"
+                    .into(),
+            ));
+        }
+        let console = match (&opts.console_socket, wants_terminal) {
+            (Some(path), true) => Some(connect_unix(path)?),
+            _ => None,
+        };
+
+        let dir = self.store.create_dir(&opts.id)?;
+        let mut guard = CreateGuard {
+            store: &self.store,
+            id: opts.id.clone(),
+            child: None,
+            cgroup: None,
+            armed: true,
+        };
+        std::fs::write(dir.join("config.json"), &raw)
+            .map_err(sys_err(format!("writing {}/config.json", dir.display())))?;
+
+        // cgroup
+        let layout = Layout::detect()?;
+        let cg_path =
+            CgroupPath::from_config(linux.and_then(|l| l.cgroups_path().as_deref()), &opts.id)?;
+        let cgroup = Cgroup::create(&layout, &cg_path)?;
+        guard.cgroup = Some(cgroup.clone());
+        if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
+            for w in cgroup.apply(res)? {
+                crate::warn!("{w}");
+            }
+        }
+        let extra_devices: Vec<String> = linux
+            .and_then(|l| l.devices().as_deref())
+            .unwrap_or(&[])
+            .iter()
+            .map(|d| {
+                let t = match d.typ() {
+                    oci_spec::runtime::LinuxDeviceType::B => "b",
+                    oci_spec::runtime::LinuxDeviceType::P => "p",
+                    _ => "c",
+                };
+                format!("{t} {}:{} rwm", d.major(), d.minor())
+            })
+            .collect();
+        hako_cgroups::resources::allow_devices(&cgroup, &extra_devices)?;
+
+        // exec fifo: init holds it open read-write and blocks reading it.
+        let fifo_path = dir.join("exec.fifo");
+        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| sys_err(format!("mkfifo {}", fifo_path.display()))(e.into()))?;
+        let fifo = sys::open(&fifo_path, libc::O_RDWR, 0)
+            .map_err(sys_err(format!("opening {}", fifo_path.display())))?;
+
+        let (parent_chan, child_chan) =
+            Channel::pair().map_err(sys_err("creating the sync socket pair"))?;
+        if let Some(p) = &plan.pid_path {
+            let ns = namespaces::open(LinuxNamespaceType::Pid, p)?;
+            namespaces::join(&ns)?;
+        }
+
+        // SAFETY: the runtime is single-threaded; the child runs init::run,
+        // which ends in execve or _exit.
+        let pid = unsafe { sys::clone_fork(plan.clone_flags) }
+            .map_err(sys_err("clone of the container init"))?;
+        if pid == 0 {
+            drop(parent_chan);
+            init::run(InitArgs {
+                id: &opts.id,
+                config: &config,
+                plan: &plan,
+                channel: child_chan,
+                fifo,
+                console_socket: console,
+                cgroup: Some(&cgroup),
+                cgroup_layout: Some(&layout),
+                no_pivot: opts.no_pivot,
+                no_new_keyring: opts.no_new_keyring,
+                preserve_fds: opts.preserve_fds,
+            });
+        }
+        guard.child = Some(pid);
+        drop(child_chan);
+        drop(fifo);
+        drop(console);
+
+        let pid_start = crate::state::proc_stat(pid).map(|(_, s)| s).unwrap_or(0);
+        let mut state = ContainerState {
+            id: opts.id.clone(),
+            pid,
+            pid_start,
+            bundle: config.bundle.clone(),
+            rootfs: config.rootfs.clone(),
+            created: crate::log::rfc3339_now(),
+            phase: Status::Creating,
+            annotations: spec
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            cgroup_dirs: cgroup.paths(),
+            cgroup_mode: mode_name(cgroup.mode).to_string(),
+            // SAFETY: getuid cannot fail.
+            owner: unsafe { libc::getuid() },
+        };
+        let fail = |message: String| RuntimeError::Init {
+            id: opts.id.clone(),
+            message,
+        };
+        cgroup.add_process(pid)?;
+        if plan.new_user {
+            write_id_maps(pid, spec)?;
+        }
+        self.store.save(&state)?;
+        let state_json = hook_state_json(&opts.id, &config, pid, "creating");
+        parent_chan
+            .send(&Message::Go(state_json.clone()))
+            .map_err(sys_err("starting container init"))?;
+        loop {
+            match parent_chan
+                .recv()
+                .map_err(sys_err("waiting for container init"))?
+            {
+                Some(Message::Ready) => break,
+                Some(Message::RunCreateHooks) => {
+                    #[allow(deprecated)]
+                    let prestart = hooks_of(spec, |h| h.prestart());
+                    let result = hooks::run("prestart", prestart, &state_json).and_then(|_| {
+                        hooks::run(
+                            "createRuntime",
+                            hooks_of(spec, |h| h.create_runtime()),
+                            &state_json,
+                        )
+                    });
+                    if let Err(e) = result {
+                        let _ = parent_chan.send(&Message::Error(e.to_string()));
+                        return Err(e.into());
+                    }
+                    parent_chan
+                        .send(&Message::HooksDone)
+                        .map_err(sys_err("resuming container init"))?;
+                }
+                Some(Message::Error(e)) => return Err(fail(e)),
+                Some(other) => {
+                    return Err(fail(format!("unexpected message from init: {other:?}")))
+                }
+                None => {
+                    let mut status = 0;
+                    // SAFETY: reaping our own child.
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                    guard.child = None;
+                    return Err(fail(format!(
+                        "init exited during setup ({})",
+                        describe_wait(status)
+                    )));
+                }
+            }
+        }
+        state.phase = Status::Created;
+        self.store.save(&state)?;
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        guard.armed = false;
+        Ok(Created { pid, state })
+    }
+
+    /// `start`: releases a created container's init into the user program.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let _lock = self.store.lock(id)?;
+        let state = self.store.load(id)?;
+        let dir = self.store.dir(id);
+        let status = state.status(&dir);
+        if status != Status::Created {
+            return Err(RuntimeError::WrongStatus {
+                id: id.into(),
+                status: status.as_str(),
+                action: "only a created container can be started".into(),
+            });
+        }
+        let config = self.frozen_config(id, &state)?;
+        if config.spec.process().is_none() {
+            return Err(RuntimeError::Usage(format!(
+                "container {id}: config.json has no process to start"
+            )));
+        }
+        let fifo_path = dir.join("exec.fifo");
+        let fifo = sys::open(&fifo_path, libc::O_WRONLY | libc::O_NONBLOCK, 0).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                RuntimeError::WrongStatus {
+                    id: id.into(),
+                    status: "stopped",
+                    action: "its init exited before start".into(),
+                }
+            } else {
+                sys_err(format!("opening {}", fifo_path.display()))(e)
+            }
+        })?;
+        let mut f = std::fs::File::from(fifo);
+        std::io::Write::write_all(&mut f, b"0").map_err(sys_err("releasing container init"))?;
+        drop(f);
+        let _ = std::fs::remove_file(&fifo_path);
+        let poststart = hooks_of(&config.spec, |h| h.poststart());
+        if !poststart.is_empty() {
+            let json = hook_state_json(id, &config, state.pid, "running");
+            if let Err(e) = hooks::run("poststart", poststart, &json) {
+                crate::warn!("{e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// `run`: create, start, wait, delete. Returns the exit code (128+N for
+    /// a signal). With `detach`, returns 0 once the container runs.
+    pub fn run(&self, opts: &CreateOptions, detach: bool) -> Result<i32> {
+        let blocked = if detach {
+            None
+        } else {
+            Some(SignalForwarder::block())
+        };
+        let created = match self.create(opts) {
+            Ok(c) => c,
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = self.start(&opts.id) {
+            let _ = self.delete(&opts.id, true);
+            return Err(e);
+        }
+        let Some(fwd) = blocked else {
+            return Ok(0);
+        };
+        let code = fwd.wait_forwarding(created.pid);
+        if let Err(e) = self.delete(&opts.id, true) {
+            crate::warn!("deleting {}: {e}", opts.id);
+        }
+        Ok(code)
+    }
+
+    /// The config copy taken at create time.
+    pub fn frozen_config(&self, id: &str, state: &ContainerState) -> Result<Config> {
+        let path = self.store.dir(id).join("config.json");
+        let raw = std::fs::read(&path).map_err(sys_err(format!("reading {}", path.display())))?;
+        let spec: Spec = serde_json::from_slice(&raw).map_err(|e| SpecError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Config {
+            spec,
+            bundle: state.bundle.clone(),
+            rootfs: state.rootfs.clone(),
+        })
+    }
+
+    /// `state`: the runtime-spec state of a container.
+    pub fn state(&self, id: &str) -> Result<OciState> {
+        let st = self.store.load(id)?;
+        let status = st.status(&self.store.dir(id));
+        Ok(oci_state(&st, status))
+    }
+
+    /// `list`: every container with its status.
+    pub fn list(&self) -> Result<Vec<OciState>> {
+        let mut out = Vec::new();
+        for id in self.store.list()? {
+            if let Ok(st) = self.store.load(&id) {
+                let status = st.status(&self.store.dir(&id));
+                out.push(oci_state(&st, status));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `kill`: sends `signal` to init, or with `all` to every process of the
+    /// container's cgroup.
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        let state = self.store.load(id)?;
+        let status = state.status(&self.store.dir(id));
+        if status == Status::Stopped && !all {
+            return Err(RuntimeError::WrongStatus {
+                id: id.into(),
+                status: status.as_str(),
+                action: "there is no process to signal".into(),
+            });
+        }
+        if all {
+            let cg = cgroup_of_state(&state);
+            let pids = cg.pids().unwrap_or_default();
+            for p in pids {
+                // SAFETY: kill with integer arguments.
+                unsafe { libc::kill(p, signal) };
+            }
+            if signal == libc::SIGKILL || status == Status::Stopped {
+                return Ok(());
+            }
+        }
+        signal_init(&state, signal)
+    }
+
+    /// `delete`: removes a stopped container (any container with `force`,
+    /// killing it first), running poststop hooks.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let _lock = self.store.lock(id)?;
+        let state = match self.store.load(id) {
+            Ok(s) => s,
+            Err(StateError::NotFound(_)) | Err(StateError::Corrupt { .. }) if force => {
+                self.store.remove(id)?;
+                return Ok(());
+            }
+            Err(StateError::NotFound(_)) => {
+                // A directory without state: a create that died half-way.
+                self.store.remove(id)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let status = state.status(&self.store.dir(id));
+        let cg = cgroup_of_state(&state);
+        if status != Status::Stopped {
+            if !force {
+                return Err(RuntimeError::WrongStatus {
+                    id: id.into(),
+                    status: status.as_str(),
+                    action: "stop it first or use delete --force".into(),
+                });
+            }
+            kill_and_wait(&state, &cg);
+        }
+        // poststop hooks see the frozen config; their failures are warnings.
+        if let Ok(config) = self.frozen_config(id, &state) {
+            let poststop = hooks_of(&config.spec, |h| h.poststop());
+            if !poststop.is_empty() {
+                let json = hook_state_json(id, &config, state.pid, "stopped");
+                if let Err(e) = hooks::run("poststop", poststop, &json) {
+                    crate::warn!("{e}");
+                }
+            }
+        }
+        if let Err(e) = cg.destroy() {
+            // Leftover processes (no pid namespace): kill them and retry.
+            for p in cg.pids().unwrap_or_default() {
+                // SAFETY: kill with integer arguments.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            if cg.destroy().is_err() {
+                return Err(e.into());
+            }
+        }
+        self.store.remove(id)?;
+        Ok(())
+    }
+
+    /// `ps`: pids in the container's cgroup.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let state = self.store.load(id)?;
+        Ok(cgroup_of_state(&state).pids()?)
+    }
+
+    /// `pause` / `resume`.
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
+        let _lock = self.store.lock(id)?;
+        let state = self.store.load(id)?;
+        let status = state.status(&self.store.dir(id));
+        let ok = if paused {
+            status == Status::Running
+        } else {
+            status == Status::Paused
+        };
+        if !ok {
+            return Err(RuntimeError::WrongStatus {
+                id: id.into(),
+                status: status.as_str(),
+                action: if paused {
+                    "only a running container can be paused"
+                } else {
+                    "only a paused container can be resumed"
+                }
+                .into(),
+            });
+        }
+        cgroup_of_state(&state).set_frozen(paused)?;
+        Ok(())
+    }
+
+    /// The process a plain `exec` starts with: the container's own process
+    /// settings (user, env, cwd, capabilities, rlimits, …) with new args.
+    pub fn exec_defaults(&self, id: &str) -> Result<Process> {
+        let state = self.store.load(id)?;
+        let config = self.frozen_config(id, &state)?;
+        Ok(config.spec.process().clone().unwrap_or_default())
+    }
+}
+
+/// The container's cgroup as recorded in its state.
+pub fn cgroup_of_state(state: &ContainerState) -> Cgroup {
+    let mode = match state.cgroup_mode.as_str() {
+        "unified" => Mode::Unified,
+        "legacy" => Mode::Legacy,
+        _ => Mode::Hybrid,
+    };
+    Cgroup::from_dirs(mode, &state.cgroup_dirs)
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Legacy => "legacy",
+        Mode::Hybrid => "hybrid",
+        Mode::Unified => "unified",
+    }
+}
+
+fn oci_state(st: &ContainerState, status: Status) -> OciState {
+    OciState {
+        oci_version: OCI_VERSION.to_string(),
+        id: st.id.clone(),
+        status: status.as_str(),
+        pid: if status == Status::Stopped { 0 } else { st.pid },
+        bundle: st.bundle.clone(),
+        rootfs: st.rootfs.clone(),
+        created: st.created.clone(),
+        owner: String::new(),
+        annotations: st.annotations.clone(),
+    }
+}
+
+/// Signals the container's init through a pidfd after checking, on that
+/// pidfd's process, that it is still the recorded one.
+fn signal_init(state: &ContainerState, signal: i32) -> Result<()> {
+    let gone = || RuntimeError::WrongStatus {
+        id: state.id.clone(),
+        status: "stopped",
+        action: "there is no process to signal".into(),
+    };
+    let pidfd = sys::pidfd_open(state.pid).map_err(|_| gone())?;
+    if !state.is_alive() {
+        return Err(gone());
+    }
+    sys::pidfd_send_signal(&pidfd, signal).map_err(sys_err(format!(
+        "signalling container {} (pid {})",
+        state.id, state.pid
+    )))
+}
+
+/// SIGKILLs init and every process of the cgroup and waits (up to 10 s)
+/// until init has exited.
+fn kill_and_wait(state: &ContainerState, cg: &Cgroup) {
+    let pidfd = sys::pidfd_open(state.pid).ok().filter(|_| state.is_alive());
+    if let Some(fd) = &pidfd {
+        let _ = sys::pidfd_send_signal(fd, libc::SIGKILL);
+    }
+    for p in cg.pids().unwrap_or_default() {
+        // SAFETY: kill with integer arguments.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    if let Some(fd) = &pidfd {
+        let _ = sys::poll_readable(fd, 10_000);
+        // If it is our child (run), reap it so the cgroup empties.
+        // SAFETY: non-blocking waitpid on a pid; harmless if not our child.
+        unsafe { libc::waitpid(state.pid, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+}
+
+fn connect_unix(path: &Path) -> Result<OwnedFd> {
+    let s = std::os::unix::net::UnixStream::connect(path).map_err(sys_err(format!(
+        "connecting to --console-socket {}",
+        path.display()
+    )))?;
+    Ok(OwnedFd::from(s))
+}
+
+/// Writes the uid and gid maps of a new user namespace.
+fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let fmt = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
+    for (file, text) in [("uid_map", uid), ("gid_map", gid)] {
+        if text.is_empty() {
+            continue;
+        }
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &text).map_err(sys_err(format!(
+            "writing {path} ({})",
+            text.trim().replace('\n', ", ")
+        )))?;
+    }
+    Ok(())
+}
+
+/// Writes a pid file atomically (containerd and conmon poll for it).
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("hako-tmp");
+    std::fs::write(&tmp, pid.to_string())
+        .map_err(sys_err(format!("writing pid file {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(sys_err(format!("renaming pid file to {}", path.display())))
+}
+
+fn describe_wait(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
+    }
+}
+
+/// Converts a wait status to a shell-style exit code.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+/// Blocks the signals `run` forwards to the container and forwards them
+/// until the container's init exits.
+pub struct SignalForwarder {
+    set: libc::sigset_t,
+}
+
+impl SignalForwarder {
+    /// Blocks every catchable signal (the child unblocks before exec).
+    pub fn block() -> SignalForwarder {
+        // SAFETY: sigset operations on a local, initialised set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut set);
+            libc::sigdelset(&mut set, libc::SIGSEGV);
+            libc::sigdelset(&mut set, libc::SIGBUS);
+            libc::sigdelset(&mut set, libc::SIGILL);
+            libc::sigdelset(&mut set, libc::SIGFPE);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            SignalForwarder { set }
+        }
+    }
+
+    /// Forwards signals to `pid` until it exits; returns its exit code.
+    pub fn wait_forwarding(&self, pid: i32) -> i32 {
+        loop {
+            // SAFETY: siginfo_t is plain data; sigwaitinfo fills it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: valid set and info pointers.
+            let sig = unsafe { libc::sigwaitinfo(&self.set, &mut info) };
+            if sig < 0 {
+                continue;
+            }
+            if sig == libc::SIGCHLD {
+                loop {
+                    let mut status = 0;
+                    // SAFETY: reaping any exited child without blocking.
+                    let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                    if r == pid {
+                        return exit_code(status);
+                    }
+                    if r <= 0 {
+                        break;
+                    }
+                }
+                continue;
+            }
+            if sig == libc::SIGWINCH || sig == libc::SIGURG {
+                // Terminal size is handled by the console proxy; SIGURG is noise.
+                if sig == libc::SIGURG {
+                    continue;
+                }
+            }
+            // SAFETY: kill with integer arguments.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+impl Drop for SignalForwarder {
+    fn drop(&mut self) {
+        // SAFETY: unblocking the set we blocked.
+        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
+    }
+}
+
+/// Is the fd a terminal?
+pub fn is_tty(fd: &impl AsRawFd) -> bool {
+    // SAFETY: isatty on any fd number is sound.
+    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
+}

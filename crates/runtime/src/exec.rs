@@ -1,0 +1,250 @@
+//! `exec`: a new process inside a running container.
+//!
+//! ```text
+//! hako-runtime exec ── setns(pid) for children, fork ──▶ helper = the new process
+//!   │ cgroup.procs ← pid                                  │ setns user, ipc, uts, net,
+//!   │ Go ────────────────────────────────────────────────▶│ cgroup, time, mnt
+//!   │                                                     │ console, rlimits, user, caps
+//!   │◀─────────────────────────────────────────────Ready │ execve
+//!   wait (or exit with --detach)
+//! ```
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+
+use crate::container::{write_pid_file, Runtime, RuntimeError, SignalForwarder};
+use crate::init;
+use crate::namespaces::{self, OpenNamespace, JOIN_ORDER};
+use crate::process;
+use crate::state::Status;
+use crate::sync::{Channel, Message};
+use crate::sys;
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub process: Process,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+}
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Sys { what, source }
+}
+
+/// Namespaces of `pid` that differ from ours, in join order.
+fn namespaces_to_join(pid: i32, types: &[LinuxNamespaceType]) -> Result<Vec<OpenNamespace>> {
+    let mut out = Vec::new();
+    for t in JOIN_ORDER {
+        if !types.contains(&t) {
+            continue;
+        }
+        let name = namespaces::proc_name(t);
+        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let ours = format!("/proc/self/ns/{name}");
+        let same = match (std::fs::metadata(&theirs), std::fs::metadata(&ours)) {
+            (Ok(a), Ok(b)) => {
+                use std::os::unix::fs::MetadataExt;
+                a.ino() == b.ino() && a.dev() == b.dev()
+            }
+            _ => false,
+        };
+        if !same {
+            out.push(namespaces::open(t, &theirs)?);
+        }
+    }
+    Ok(out)
+}
+
+impl Runtime {
+    /// Runs `opts.process` in container `id`. Returns its exit code, or 0
+    /// right after it started with `detach`.
+    pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32> {
+        let state = self.store.load(id)?;
+        let status = state.status(&self.store.dir(id));
+        if !matches!(status, Status::Running | Status::Created) {
+            return Err(RuntimeError::WrongStatus {
+                id: id.into(),
+                status: status.as_str(),
+                action: "exec needs a running container".into(),
+            });
+        }
+        let config = self.frozen_config(id, &state)?;
+        let linux = config.spec.linux().as_ref();
+        let types: Vec<LinuxNamespaceType> = linux
+            .and_then(|l| l.namespaces().as_deref())
+            .unwrap_or(&[])
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        let in_userns = types.contains(&LinuxNamespaceType::User);
+        let p = &opts.process;
+        if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(RuntimeError::Usage("exec: no command given".into()));
+        }
+        if !p.cwd().is_absolute() {
+            return Err(RuntimeError::Usage(format!(
+                "exec: cwd {:?} must be an absolute path",
+                p.cwd()
+            )));
+        }
+        let wants_tty = p.terminal().unwrap_or(false);
+        if wants_tty && opts.console_socket.is_none() {
+            return Err(RuntimeError::Usage(
+                "exec --tty needs --console-socket".into(),
+            ));
+        }
+        let console: Option<OwnedFd> = match (&opts.console_socket, wants_tty) {
+            (Some(path), true) => Some(
+                std::os::unix::net::UnixStream::connect(path)
+                    .map(OwnedFd::from)
+                    .map_err(sys_err(format!(
+                        "connecting to --console-socket {}",
+                        path.display()
+                    )))?,
+            ),
+            _ => None,
+        };
+        let mut joins = namespaces_to_join(state.pid, &types)?;
+        // The pid namespace applies to our children: join it here.
+        if let Some(pos) = joins.iter().position(|n| n.typ == LinuxNamespaceType::Pid) {
+            let pidns = joins.remove(pos);
+            namespaces::join(&pidns)?;
+        }
+        if !state.is_alive() {
+            return Err(RuntimeError::WrongStatus {
+                id: id.into(),
+                status: "stopped",
+                action: "exec needs a running container".into(),
+            });
+        }
+        let blocked = if opts.detach {
+            None
+        } else {
+            Some(SignalForwarder::block())
+        };
+        let (parent, child) = Channel::pair().map_err(sys_err("creating the sync socket pair"))?;
+        // SAFETY: single-threaded; the child ends in execve or _exit.
+        let pid = unsafe { sys::clone_fork(0) }.map_err(sys_err("fork of the exec process"))?;
+        if pid == 0 {
+            drop(parent);
+            let err = exec_child(
+                &child,
+                &joins,
+                p,
+                in_userns,
+                console.as_ref(),
+                opts.preserve_fds,
+            );
+            let _ = child.send(&Message::Error(err));
+            sys::exit_now(127);
+        }
+        drop(child);
+        drop(console);
+        let cg = crate::container::cgroup_of_state(&state);
+        let reap = |pid: i32| {
+            // SAFETY: reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        };
+        if let Err(e) = cg.add_process(pid) {
+            reap(pid);
+            return Err(e.into());
+        }
+        parent
+            .send(&Message::Go(String::new()))
+            .map_err(sys_err("starting the exec process"))?;
+        match parent.recv() {
+            Ok(Some(Message::Ready)) => {}
+            Ok(Some(Message::Error(e))) => {
+                reap(pid);
+                return Err(RuntimeError::Init {
+                    id: id.into(),
+                    message: e,
+                });
+            }
+            other => {
+                reap(pid);
+                return Err(RuntimeError::Init {
+                    id: id.into(),
+                    message: format!("exec process failed to start ({other:?})"),
+                });
+            }
+        }
+        // Ready is sent just before execve; a failing execve reports an
+        // Error right after, and the channel closes on success (CLOEXEC).
+        if let Ok(Some(Message::Error(e))) = parent.recv() {
+            reap(pid);
+            return Err(RuntimeError::Init {
+                id: id.into(),
+                message: e,
+            });
+        }
+        if let Some(f) = &opts.pid_file {
+            write_pid_file(f, pid)?;
+        }
+        match blocked {
+            None => Ok(0),
+            Some(fwd) => Ok(fwd.wait_forwarding(pid)),
+        }
+    }
+}
+
+/// The child side of exec. Returns only with an error message.
+fn exec_child(
+    chan: &Channel,
+    joins: &[OpenNamespace],
+    p: &Process,
+    in_userns: bool,
+    console: Option<&OwnedFd>,
+    preserve_fds: u32,
+) -> String {
+    let run = || -> std::result::Result<(PathBuf, Vec<String>, Vec<String>), String> {
+        match chan.recv() {
+            Ok(Some(Message::Go(_))) => {}
+            _ => return Err("the runtime went away".into()),
+        }
+        for ns in joins {
+            namespaces::join(ns).map_err(|e| e.to_string())?;
+        }
+        if in_userns {
+            // SAFETY: integer arguments.
+            unsafe {
+                libc::setresgid(0, 0, 0);
+                libc::setresuid(0, 0, 0);
+            }
+        }
+        // SAFETY: setsid has no memory effects.
+        unsafe { libc::setsid() };
+        if let Some(sock) = console {
+            init::setup_console(sock, Some(p), false).map_err(|e| e.to_string())?;
+        }
+        init::apply_process(p, in_userns).map_err(|e| e.to_string())?;
+        let args = p.args().clone().unwrap_or_default();
+        let env = p.env().clone().unwrap_or_default();
+        let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)
+            .map_err(|e| e.to_string())?;
+        sys::cloexec_from(3 + preserve_fds)
+            .map_err(|e| format!("marking fds close-on-exec: {e}"))?;
+        Ok((exe, args, env))
+    };
+    match run() {
+        Ok((exe, args, env)) => {
+            if let Err(e) = chan.send(&Message::Ready) {
+                return e.to_string();
+            }
+            process::reset_signals();
+            process::exec(Path::new(&exe), &args, &env).to_string()
+        }
+        Err(e) => e,
+    }
+}

@@ -1,0 +1,126 @@
+//! Running lifecycle hooks: the container state on stdin, the hook's own
+//! env, and its timeout enforced through a pidfd.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use oci_spec::runtime::Hook;
+
+use crate::sys;
+
+/// A hook that could not run or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{kind} hook {index} ({path}): {source}")]
+    Spawn {
+        kind: &'static str,
+        index: usize,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{kind} hook {index} ({path}) exited with {status}")]
+    Failed {
+        kind: &'static str,
+        index: usize,
+        path: String,
+        status: String,
+    },
+    #[error("{kind} hook {index} ({path}) timed out after {secs}s and was killed")]
+    TimedOut {
+        kind: &'static str,
+        index: usize,
+        path: String,
+        secs: i64,
+    },
+    #[error("{kind} hook {index} ({path}): timeout must be greater than zero, got {secs}")]
+    BadTimeout {
+        kind: &'static str,
+        index: usize,
+        path: String,
+        secs: i64,
+    },
+}
+
+/// Runs `hooks` in order, stopping at the first failure.
+pub fn run(kind: &'static str, hooks: &[Hook], state_json: &str) -> Result<(), HookError> {
+    for (index, hook) in hooks.iter().enumerate() {
+        run_one(kind, index, hook, state_json)?;
+    }
+    Ok(())
+}
+
+fn run_one(
+    kind: &'static str,
+    index: usize,
+    hook: &Hook,
+    state_json: &str,
+) -> Result<(), HookError> {
+    let path = hook.path().display().to_string();
+    if let Some(secs) = hook.timeout() {
+        if secs <= 0 {
+            return Err(HookError::BadTimeout {
+                kind,
+                index,
+                path,
+                secs,
+            });
+        }
+    }
+    let spawn_err = |source| HookError::Spawn {
+        kind,
+        index,
+        path: path.clone(),
+        source,
+    };
+    let mut cmd = Command::new(hook.path());
+    let args = hook.args().as_deref().unwrap_or(&[]);
+    if let Some((first, rest)) = args.split_first() {
+        cmd.arg0(first).args(rest);
+    }
+    cmd.env_clear();
+    for e in hook.env().iter().flatten() {
+        if let Some((k, v)) = e.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    // Hooks talk to the runtime's stderr; stdout may be the container's.
+    let out = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::null(), Stdio::from);
+    cmd.stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook may exit without reading its stdin; that is not an error.
+        let _ = stdin.write_all(state_json.as_bytes());
+    }
+    let pid = child.id() as i32;
+    if let Some(secs) = hook.timeout() {
+        let pidfd = sys::pidfd_open(pid).map_err(spawn_err)?;
+        let ms = secs.saturating_mul(1000).min(i32::MAX as i64) as i32;
+        if !sys::poll_readable(&pidfd, ms).map_err(spawn_err)? {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HookError::TimedOut {
+                kind,
+                index,
+                path,
+                secs,
+            });
+        }
+    }
+    let status = child.wait().map_err(spawn_err)?;
+    if !status.success() {
+        return Err(HookError::Failed {
+            kind,
+            index,
+            path,
+            status: status.to_string(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! The container's init process during `create`: everything between
+//! clone(2) and the exec of the user's program. It runs in the child and
+//! never returns: it either execs or reports an error to the runtime over
+//! the sync channel and exits. See [`crate::sync`] for the message flow.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use hako_cgroups::{Cgroup, Layout};
+use oci_spec::runtime::{Hook, Process, Spec};
+
+use crate::console;
+use crate::hooks::{self, HookError};
+use crate::namespaces::{self, NamespaceError, Plan};
+use crate::process::{self, ProcessError};
+use crate::rootfs::{self, MountContext, NodeKind, Root, RootfsError};
+use crate::spec::Config;
+use crate::sync::{Channel, Message};
+use crate::sys;
+
+/// Why init could not get the container ready. Sent as text to the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("sync with the runtime: {0}")]
+    Sync(std::io::Error),
+}
+
+fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+    let what = what.into();
+    move |source| InitError::Sys { what, source }
+}
+
+/// Everything init needs, prepared by the runtime before clone.
+pub struct InitArgs<'a> {
+    pub id: &'a str,
+    pub config: &'a Config,
+    pub plan: &'a Plan,
+    pub channel: Channel,
+    /// The exec fifo, opened read-write: init blocks reading it until `start`.
+    pub fifo: OwnedFd,
+    pub console_socket: Option<OwnedFd>,
+    pub cgroup: Option<&'a Cgroup>,
+    pub cgroup_layout: Option<&'a Layout>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// Entry point in the child. Never returns.
+pub fn run(args: InitArgs) -> ! {
+    let result = setup(&args);
+    let err = match result {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = args.channel.send(&Message::Error(err.to_string()));
+    sys::exit_now(1)
+}
+
+fn spec_hooks<'a>(
+    spec: &'a Spec,
+    pick: impl Fn(&'a oci_spec::runtime::Hooks) -> &'a Option<Vec<Hook>>,
+) -> &'a [Hook] {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| pick(h).as_deref())
+        .unwrap_or(&[])
+}
+
+/// True when the runtime must run prestart or createRuntime hooks mid-create.
+pub fn has_runtime_create_hooks(spec: &Spec) -> bool {
+    #[allow(deprecated)]
+    let prestart = spec_hooks(spec, |h| h.prestart());
+    !prestart.is_empty() || !spec_hooks(spec, |h| h.create_runtime()).is_empty()
+}
+
+enum Never {}
+
+fn setup(args: &InitArgs) -> Result<Never, InitError> {
+    let spec = &args.config.spec;
+    let plan = args.plan;
+    let linux = spec.linux().as_ref();
+    let process = spec.process().as_ref();
+
+    // Die with the runtime while it still supervises us.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+
+    let state_json = match args.channel.recv().map_err(InitError::Sync)? {
+        Some(Message::Error(e)) => return Err(InitError::Sync(std::io::Error::other(e))),
+        Some(Message::Go(state)) => state,
+        Some(other) => {
+            return Err(InitError::Sync(std::io::Error::other(format!(
+                "unexpected {other:?}"
+            ))))
+        }
+        None => return Err(InitError::Sync(std::io::ErrorKind::UnexpectedEof.into())),
+    };
+
+    // Join namespaces given by path (opened first: paths are host paths).
+    let mut opened = Vec::new();
+    for (t, p) in &plan.joins {
+        opened.push(namespaces::open(*t, p)?);
+    }
+    for ns in &opened {
+        namespaces::join(ns)?;
+    }
+    drop(opened);
+    if plan.in_userns {
+        // Become root of the user namespace so files we create are owned
+        // by the container's root, not the overflow id.
+        // SAFETY: integer arguments.
+        if unsafe { libc::setresgid(0, 0, 0) } < 0 || unsafe { libc::setresuid(0, 0, 0) } < 0 {
+            return Err(sys_err(
+                "becoming root in the user namespace (is container uid/gid 0 mapped?)",
+            )(std::io::Error::last_os_error()));
+        }
+    }
+    namespaces::unshare(plan.unshare_flags)?;
+    if plan.new_time {
+        write_time_offsets(spec)?;
+    }
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).map_err(|e| sys_err(format!("sethostname({h})"))(e.into()))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        set_domainname(d)?;
+    }
+    if !args.no_new_keyring {
+        if let Err(e) = sys::join_session_keyring(&format!("_ses.{}", args.id)) {
+            // Keyrings may be unavailable (ENOSYS) or denied by policy; runc ignores that too.
+            crate::debug!("joining a new session keyring: {e}");
+        }
+    }
+    if let Some(adj) = process.and_then(|p| p.oom_score_adj()) {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(sys_err(format!(
+            "setting oom_score_adj to {adj} (a negative value needs CAP_SYS_RESOURCE)"
+        )))?;
+    }
+
+    // Root filesystem.
+    // SAFETY: umask only changes the process's file creation mask.
+    unsafe { libc::umask(0) };
+    let rootfs_path = &args.config.rootfs;
+    let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
+    rootfs::prepare_root(rootfs_path, propagation)?;
+    let root = Root::open(rootfs_path)?;
+    let mounts = spec.mounts().as_deref().unwrap_or(&[]);
+    let ctx = MountContext {
+        bundle: &args.config.bundle,
+        cgroup: args.cgroup,
+        cgroup_layout: args.cgroup_layout,
+        new_cgroupns: plan.new_cgroup,
+        new_netns: plan.new_net,
+        in_userns: plan.in_userns,
+        mount_label: linux.and_then(|l| l.mount_label().as_deref()),
+    };
+    rootfs::mount_all(&root, mounts, &ctx)?;
+    if !rootfs::dev_is_bind_mounted(mounts) {
+        let devices = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
+        rootfs::create_devices(&root, devices, plan.in_userns)?;
+    }
+    if let Some(p) = process {
+        root.ensure(p.cwd(), NodeKind::Dir)?;
+    }
+    let wants_console = process.and_then(|p| p.terminal()).unwrap_or(false);
+    if wants_console {
+        root.ensure(Path::new("/dev/console"), NodeKind::File)?;
+    }
+    drop(root);
+
+    if has_runtime_create_hooks(spec) {
+        args.channel
+            .send(&Message::RunCreateHooks)
+            .map_err(InitError::Sync)?;
+        args.channel
+            .expect(&Message::HooksDone)
+            .map_err(InitError::Sync)?;
+    }
+    hooks::run(
+        "createContainer",
+        spec_hooks(spec, |h| h.create_container()),
+        &state_json.replace("\"status\":\"creating\"", "\"status\":\"created\""),
+    )?;
+
+    rootfs::enter(rootfs_path, args.no_pivot)?;
+    rootfs::apply_root_propagation(propagation)?;
+    if let Some(l) = linux {
+        let mut sysctls: Vec<(String, String)> = l
+            .sysctl()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        sysctls.sort();
+        rootfs::write_sysctls(&sysctls)?;
+        rootfs::mask_paths(
+            l.masked_paths().as_deref().unwrap_or(&[]),
+            l.mount_label().as_deref(),
+        )?;
+        rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
+    }
+
+    // SAFETY: setsid has no memory effects; failure (already a leader) is harmless.
+    unsafe { libc::setsid() };
+    if wants_console {
+        let socket = args.console_socket.as_ref().ok_or_else(|| {
+            sys_err("process.terminal")(std::io::Error::other(
+                "a terminal was requested but no --console-socket was given",
+            ))
+        })?;
+        setup_console(socket, process, true)?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        rootfs::readonly_root()?;
+    }
+    let Some(process) = process else {
+        return Err(sys_err("process")(std::io::Error::other(
+            "config.json has no process to run",
+        )));
+    };
+    apply_process(process, plan.in_userns)?;
+    let args_list = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    let program = args_list.first().cloned().unwrap_or_default();
+    let exe = process::find_executable(&program, &env)?;
+    sys::cloexec_from(3 + args.preserve_fds)
+        .map_err(sys_err("marking inherited fds close-on-exec"))?;
+
+    // Ready: from here on the container lives on without the runtime.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    args.channel
+        .send(&Message::Ready)
+        .map_err(InitError::Sync)?;
+
+    // Block until `start` writes to the exec fifo.
+    let mut fifo = std::fs::File::from(
+        args.fifo
+            .try_clone()
+            .map_err(sys_err("duplicating exec fifo"))?,
+    );
+    let mut byte = [0u8; 1];
+    loop {
+        match fifo.read(&mut byte) {
+            Ok(1) => break,
+            Ok(_) => {
+                return Err(sys_err("waiting for start")(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(sys_err("waiting for start on exec fifo")(e)),
+        }
+    }
+    drop(fifo);
+    let start_hooks = spec_hooks(spec, |h| h.start_container());
+    if !start_hooks.is_empty() {
+        hooks::run(
+            "startContainer",
+            start_hooks,
+            &state_json.replace("\"status\":\"creating\"", "\"status\":\"running\""),
+        )?;
+    }
+    process::reset_signals();
+    let err = process::exec(&exe, &args_list, &env);
+    // The runtime is gone; the user sees this on the container's stderr.
+    let _ = writeln!(std::io::stderr(), "hako-runtime: {err}");
+    sys::exit_now(127)
+}
+
+fn write_time_offsets(spec: &Spec) -> Result<(), InitError> {
+    let Some(offsets) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    let mut keys: Vec<_> = offsets.keys().collect();
+    keys.sort();
+    for clock in keys {
+        let o = &offsets[clock];
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            o.secs().unwrap_or(0),
+            o.nanosecs().unwrap_or(0)
+        ));
+    }
+    std::fs::write("/proc/self/timens_offsets", text)
+        .map_err(sys_err("writing /proc/self/timens_offsets"))
+}
+
+fn set_domainname(name: &str) -> Result<(), InitError> {
+    // SAFETY: pointer and length describe `name`'s bytes.
+    if unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } < 0 {
+        return Err(sys_err(format!("setdomainname({name})"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Allocates the pty, sends its master over the console socket and makes
+/// the slave our terminal (and, for init, /dev/console).
+pub fn setup_console(
+    socket: &OwnedFd,
+    process: Option<&Process>,
+    is_init: bool,
+) -> Result<(), InitError> {
+    let pty = console::open_pty().map_err(sys_err("allocating a pty"))?;
+    if let Some(size) = process.and_then(|p| p.console_size()) {
+        console::set_size(&pty.slave, size.height() as u16, size.width() as u16)
+            .map_err(sys_err("setting the console size"))?;
+    }
+    if let Some(p) = process {
+        // The pty belongs to the container's user, like a login terminal.
+        // SAFETY: fchown on a valid fd.
+        unsafe { libc::fchown(pty.slave.as_raw_fd(), p.user().uid(), u32::MAX) };
+    }
+    if is_init {
+        let target = sys::open(
+            Path::new("/dev/console"),
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(sys_err("opening /dev/console"))?;
+        sys::mount(
+            Some(&sys::fd_path(&pty.slave)),
+            &sys::fd_path(&target),
+            None,
+            libc::MS_BIND,
+            None,
+        )
+        .map_err(sys_err("bind-mounting the pty to /dev/console"))?;
+    }
+    console::send_fd(
+        socket,
+        &format!("/dev/pts/{}", pty.number),
+        pty.master.as_raw_fd(),
+    )
+    .map_err(sys_err("sending the pty master over --console-socket"))?;
+    drop(pty.master);
+    console::make_controlling(&pty.slave)
+        .map_err(sys_err("making the pty the controlling terminal"))?;
+    Ok(())
+}
+
+/// Applies the process attributes common to init and exec, ending with the
+/// user switch and the final capability sets.
+pub fn apply_process(process: &Process, in_userns: bool) -> Result<(), InitError> {
+    if let Some(profile) = process
+        .apparmor_profile()
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        apply_lsm_label("apparmor", profile)?;
+    }
+    if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
+        apply_lsm_label("selinux", label)?;
+    }
+    process::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
+    let caps = match process.capabilities() {
+        Some(c) => Some(process::CapSets::from_spec(c)?),
+        None => None,
+    };
+    if let Some(c) = &caps {
+        process::drop_bounding(&c.bounding)?;
+    }
+    let setgroups_allowed = !in_userns
+        || std::fs::read_to_string("/proc/self/setgroups")
+            .map(|s| s.trim() != "deny")
+            .unwrap_or(true);
+    process::switch_user(process.user(), setgroups_allowed)?;
+    if let Some(c) = &caps {
+        process::apply_caps(c)?;
+    }
+    if process.no_new_privileges() == Some(true) {
+        process::set_no_new_privs()?;
+    }
+    let mask = process.user().umask().unwrap_or(0o022);
+    // SAFETY: umask only changes the process's file creation mask.
+    unsafe { libc::umask(mask as libc::mode_t) };
+    std::env::set_current_dir(process.cwd())
+        .map_err(sys_err(format!("process.cwd {}", process.cwd().display())))?;
+    Ok(())
+}
+
+/// Sets the LSM label for the next exec, or says (debug) why it is skipped.
+fn apply_lsm_label(lsm: &str, label: &str) -> Result<(), InitError> {
+    let enabled = match lsm {
+        "apparmor" => std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .map(|s| s.trim() == "Y")
+            .unwrap_or(false),
+        _ => rootfs::selinux_enabled(),
+    };
+    if !enabled {
+        crate::debug!("{lsm} is not enabled on this host; not applying label {label:?}");
+        return Ok(());
+    }
+    let proc = rootfs::open_procfs()?;
+    let (rel, value) = match lsm {
+        "apparmor" => ("self/attr/apparmor/exec", format!("exec {label}")),
+        _ => ("self/attr/exec", label.to_string()),
+    };
+    let fd = sys::openat2(proc.as_raw_fd(), Path::new(rel), libc::O_WRONLY, 0, 0)
+        .or_else(|_| {
+            sys::openat2(
+                proc.as_raw_fd(),
+                Path::new("self/attr/exec"),
+                libc::O_WRONLY,
+                0,
+                0,
+            )
+        })
+        .map_err(sys_err(format!("opening /proc/{rel}")))?;
+    std::fs::File::from(fd)
+        .write_all(value.as_bytes())
+        .map_err(sys_err(format!("setting {lsm} label {label:?}")))
+}

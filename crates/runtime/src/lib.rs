@@ -1,0 +1,39 @@
+//! hako's OCI runtime: turns a bundle (rootfs + config.json, runtime-spec
+//! 1.x) into an isolated container and manages its lifecycle.
+//!
+//! Module map, bottom-up (a module uses only those above it):
+//! - [`log`], [`sys`]: logging and raw syscalls with safe wrappers.
+//! - [`spec`]: loading and validating config.json.
+//! - [`state`]: container state on disk, locks, status.
+//! - [`signal`], [`sync`], [`console`], [`hooks`], [`mount_options`].
+//! - [`namespaces`], [`rootfs`], [`process`]: the pieces of isolation.
+//! - [`init`]: the container's init during create (child side).
+//! - [`container`]: create, start, run, kill, delete, state, list (runtime side).
+//! - [`exec`]: a new process in a running container.
+//! - [`defaults`]: the config `spec` writes and the `features` document.
+
+pub mod log;
+pub mod sys;
+
+pub mod spec;
+pub mod state;
+
+pub mod console;
+pub mod hooks;
+pub mod mount_options;
+pub mod signal;
+pub mod sync;
+
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+
+pub mod init;
+
+pub mod container;
+pub mod exec;
+
+pub mod defaults;
+
+pub use container::{CreateOptions, OciState, Runtime, RuntimeError, OCI_VERSION};
+pub use exec::ExecOptions;
