@@ -145,6 +145,8 @@ pub struct Runtime {
 /// Undoes a partial create unless disarmed.
 struct CreateGuard<'a> {
     store: &'a Store,
+    /// Set when mounts land in a shared mount namespace under this rootfs.
+    shared_mounts: Option<PathBuf>,
     id: String,
     child: Option<i32>,
     cgroup: Option<Cgroup>,
@@ -162,6 +164,9 @@ impl Drop for CreateGuard<'_> {
                 libc::kill(pid, libc::SIGKILL);
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
+        }
+        if let Some(rootfs) = &self.shared_mounts {
+            crate::rootfs::unmount_below(rootfs);
         }
         if let Some(cg) = &self.cgroup {
             if let Err(e) = cg.destroy() {
@@ -210,6 +215,7 @@ impl Runtime {
         let dir = self.store.create_dir(&opts.id)?;
         let mut guard = CreateGuard {
             store: &self.store,
+            shared_mounts: (!plan.new_mount).then(|| config.rootfs.clone()),
             id: opts.id.clone(),
             child: None,
             cgroup: None,
@@ -233,10 +239,11 @@ impl Runtime {
             .and_then(|l| l.devices().as_deref())
             .unwrap_or(&[])
             .iter()
+            // The devices cgroup knows only char and block devices.
+            .filter(|d| d.typ() != oci_spec::runtime::LinuxDeviceType::P)
             .map(|d| {
                 let t = match d.typ() {
                     oci_spec::runtime::LinuxDeviceType::B => "b",
-                    oci_spec::runtime::LinuxDeviceType::P => "p",
                     _ => "c",
                 };
                 format!("{t} {}:{} rwm", d.major(), d.minor())
@@ -312,7 +319,9 @@ impl Runtime {
             write_id_maps(pid, spec)?;
         }
         self.store.save(&state)?;
-        let state_json = hook_state_json(&opts.id, &config, pid, "creating");
+        // Hooks during create see "created": the container is set up from
+        // their point of view (what runtime-tools checks, and crun sends).
+        let state_json = hook_state_json(&opts.id, &config, pid, "created");
         parent_chan
             .send(&Message::Go(state_json.clone()))
             .map_err(sys_err("starting container init"))?;
@@ -403,9 +412,7 @@ impl Runtime {
         let poststart = hooks_of(&config.spec, |h| h.poststart());
         if !poststart.is_empty() {
             let json = hook_state_json(id, &config, state.pid, "running");
-            if let Err(e) = hooks::run("poststart", poststart, &json) {
-                crate::warn!("{e}");
-            }
+            hooks::run_warning("poststart", poststart, &json);
         }
         Ok(())
     }
@@ -530,9 +537,12 @@ impl Runtime {
             let poststop = hooks_of(&config.spec, |h| h.poststop());
             if !poststop.is_empty() {
                 let json = hook_state_json(id, &config, state.pid, "stopped");
-                if let Err(e) = hooks::run("poststop", poststop, &json) {
-                    crate::warn!("{e}");
-                }
+                hooks::run_warning("poststop", poststop, &json);
+            }
+        }
+        if let Ok(config) = self.frozen_config(id, &state) {
+            if !spec::has_new_namespace(&config.spec, LinuxNamespaceType::Mount) {
+                crate::rootfs::unmount_below(&state.rootfs);
             }
         }
         if let Err(e) = cg.destroy() {

@@ -51,6 +51,16 @@ pub fn run(kind: &'static str, hooks: &[Hook], state_json: &str) -> Result<(), H
     Ok(())
 }
 
+/// Runs every hook even when some fail, logging each failure as a warning
+/// (runtime-spec's rule for poststart and poststop).
+pub fn run_warning(kind: &'static str, hooks: &[Hook], state_json: &str) {
+    for (index, hook) in hooks.iter().enumerate() {
+        if let Err(e) = run_one(kind, index, hook, state_json) {
+            crate::warn!("{e}");
+        }
+    }
+}
+
 fn run_one(
     kind: &'static str,
     index: usize,

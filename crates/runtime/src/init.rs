@@ -157,7 +157,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     unsafe { libc::umask(0) };
     let rootfs_path = &args.config.rootfs;
     let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
-    rootfs::prepare_root(rootfs_path, propagation)?;
+    rootfs::prepare_root(rootfs_path, propagation, plan.new_mount)?;
     let root = Root::open(rootfs_path)?;
     let mounts = spec.mounts().as_deref().unwrap_or(&[]);
     let ctx = MountContext {
@@ -194,11 +194,18 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     hooks::run(
         "createContainer",
         spec_hooks(spec, |h| h.create_container()),
-        &state_json.replace("\"status\":\"creating\"", "\"status\":\"created\""),
+        &state_json,
     )?;
 
-    rootfs::enter(rootfs_path, args.no_pivot)?;
-    rootfs::apply_root_propagation(propagation)?;
+    let mode = match (plan.new_mount, args.no_pivot) {
+        (false, _) => rootfs::EnterMode::Chroot,
+        (true, true) => rootfs::EnterMode::MoveChroot,
+        (true, false) => rootfs::EnterMode::Pivot,
+    };
+    rootfs::enter(rootfs_path, mode)?;
+    if plan.new_mount {
+        rootfs::apply_root_propagation(propagation)?;
+    }
     if let Some(l) = linux {
         let mut sysctls: Vec<(String, String)> = l
             .sysctl()
@@ -273,7 +280,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
         hooks::run(
             "startContainer",
             start_hooks,
-            &state_json.replace("\"status\":\"creating\"", "\"status\":\"running\""),
+            &state_json.replace("\"status\":\"created\"", "\"status\":\"running\""),
         )?;
     }
     process::reset_signals();

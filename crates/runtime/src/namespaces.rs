@@ -92,6 +92,10 @@ pub struct Plan {
     pub new_net: bool,
     pub new_cgroup: bool,
     pub new_time: bool,
+    /// A new mount namespace: mounts are private to the container and the
+    /// root can be pivoted. Without one, mounts land in the namespace the
+    /// container shares and the root is entered with chroot.
+    pub new_mount: bool,
     /// The container runs in a user namespace (new or joined).
     pub in_userns: bool,
 }
@@ -121,6 +125,7 @@ impl Plan {
                         LinuxNamespaceType::Network => plan.new_net = true,
                         LinuxNamespaceType::Cgroup => plan.new_cgroup = true,
                         LinuxNamespaceType::Time => plan.new_time = true,
+                        LinuxNamespaceType::Mount => plan.new_mount = true,
                         _ => {}
                     }
                     let late = matches!(t, LinuxNamespaceType::Cgroup | LinuxNamespaceType::Time)

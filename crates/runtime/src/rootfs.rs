@@ -167,10 +167,18 @@ pub struct MountContext<'a> {
 /// Makes the host's mounts invisible to propagation from the container:
 /// `/` becomes rslave (or the configured propagation), then the rootfs is
 /// bind-mounted onto itself so it can be pivoted to.
-pub fn prepare_root(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
+pub fn prepare_root(rootfs: &Path, propagation: Option<&str>, private_ns: bool) -> Result<()> {
+    if !private_ns {
+        // Shared mount namespace: never touch its propagation; the rootfs
+        // bind mount is made so a read-only root does not remount the host's.
+        let r = rootfs.to_string_lossy();
+        return sys::mount(Some(&r), &r, None, libc::MS_BIND | libc::MS_REC, None)
+            .map_err(io_err("bind-mounting rootfs", rootfs));
+    }
     let flag = match propagation.and_then(crate::mount_options::rootfs_propagation) {
-        // shared modes are applied after pivot; start from slave so nothing leaks back.
-        Some(f) if f & libc::MS_SHARED == 0 => f,
+        // shared and unbindable are applied after pivot (an unbindable root
+        // could not be bind-mounted); start from slave so nothing leaks back.
+        Some(f) if f & (libc::MS_SHARED | libc::MS_UNBINDABLE) == 0 => f,
         _ => libc::MS_SLAVE | libc::MS_REC,
     };
     sys::mount(None, "/", None, flag, None).map_err(io_err("setting propagation of", "/"))?;
@@ -668,11 +676,32 @@ fn make_device(
     Ok(())
 }
 
-/// Switches the process's root to `rootfs`: pivot_root, or MS_MOVE and
-/// chroot with `no_pivot` (for ramfs roots where pivot_root fails).
-pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// How to make the rootfs the process's root.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EnterMode {
+    /// pivot_root (the default, in a new mount namespace).
+    Pivot,
+    /// MS_MOVE onto / and chroot (`--no-pivot`, for ramfs roots).
+    MoveChroot,
+    /// chroot alone: the mount namespace is shared with others, whose root
+    /// must not change.
+    Chroot,
+}
+
+/// Switches the process's root to `rootfs`.
+pub fn enter(rootfs: &Path, mode: EnterMode) -> Result<()> {
     std::env::set_current_dir(rootfs).map_err(io_err("entering", rootfs))?;
-    if no_pivot {
+    if mode == EnterMode::Chroot {
+        let dot = c".";
+        // SAFETY: valid C string.
+        if unsafe { libc::chroot(dot.as_ptr()) } < 0 {
+            return Err(RootfsError::Io {
+                what: "chroot into",
+                path: rootfs.display().to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    } else if mode == EnterMode::MoveChroot {
         let r = rootfs.to_string_lossy();
         sys::mount(Some(&r), "/", None, libc::MS_MOVE, None)
             .map_err(io_err("moving rootfs to /", rootfs))?;
@@ -832,4 +861,23 @@ pub fn write_sysctls(sysctls: &[(String, String)]) -> Result<()> {
 /// True when SELinux is enabled on the host.
 pub fn selinux_enabled() -> bool {
     Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+/// Unmounts every mount at or below `dir` (deepest first). Used to clean up
+/// after containers without a private mount namespace, whose mounts were
+/// made in a shared namespace.
+pub fn unmount_below(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = sys::umount2(&p.to_string_lossy(), libc::MNT_DETACH);
+    }
 }
