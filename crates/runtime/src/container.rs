@@ -425,10 +425,7 @@ impl Runtime {
         } else {
             Some(SignalForwarder::block())
         };
-        let created = match self.create(opts) {
-            Ok(c) => c,
-            Err(e) => return Err(e),
-        };
+        let created = self.create(opts)?;
         if let Err(e) = self.start(&opts.id) {
             let _ = self.delete(&opts.id, true);
             return Err(e);

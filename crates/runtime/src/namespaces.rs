@@ -161,15 +161,18 @@ pub struct OpenNamespace {
 }
 
 /// Opens a namespace file, checking it is of the expected type.
-pub fn open(t: LinuxNamespaceType, path: &PathBuf) -> Result<OpenNamespace, NamespaceError> {
+pub fn open(
+    t: LinuxNamespaceType,
+    path: &std::path::Path,
+) -> Result<OpenNamespace, NamespaceError> {
     let fd = sys::open(path, libc::O_RDONLY, 0).map_err(|source| NamespaceError::Open {
         kind: proc_name(t),
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })?;
     Ok(OpenNamespace {
         typ: t,
-        path: path.clone(),
+        path: path.to_path_buf(),
         fd,
     })
 }
