@@ -188,6 +188,16 @@ impl Runtime {
     /// `create`: sets the container up and leaves its init blocked before
     /// the user's program.
     pub fn create(&self, opts: &CreateOptions) -> Result<Created> {
+        self.create_with_console(opts, None)
+    }
+
+    /// `create` where the pty master goes to `console` (a connected
+    /// socket) instead of `opts.console_socket`.
+    fn create_with_console(
+        &self,
+        opts: &CreateOptions,
+        console: Option<OwnedFd>,
+    ) -> Result<Created> {
         crate::state::validate_id(&opts.id)?;
         if self.systemd_cgroup && !Path::new("/run/systemd/system").exists() {
             return Err(CgroupError::NoSystemd.into());
@@ -201,14 +211,15 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        if wants_terminal && opts.console_socket.is_none() {
+        if wants_terminal && opts.console_socket.is_none() && console.is_none() {
             return Err(RuntimeError::Usage(
                 "process.terminal is true: pass --console-socket (the pty master is sent there)"
                     .into(),
             ));
         }
-        let console = match (&opts.console_socket, wants_terminal) {
-            (Some(path), true) => Some(connect_unix(path)?),
+        let console = match (&opts.console_socket, wants_terminal, console) {
+            (_, true, Some(fd)) => Some(fd),
+            (Some(path), true, None) => Some(connect_unix(path)?),
             _ => None,
         };
 
@@ -425,7 +436,35 @@ impl Runtime {
         } else {
             Some(SignalForwarder::block())
         };
-        let created = self.create(opts)?;
+        // A foreground terminal without --console-socket: we hold the pty
+        // master ourselves and proxy it to our stdio, like runc.
+        let proxy_tty = !detach && opts.console_socket.is_none() && {
+            let (config, _) = spec::load(&opts.bundle)?;
+            config
+                .spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.terminal())
+                .unwrap_or(false)
+        };
+        let (ours, theirs) = if proxy_tty {
+            let (a, b) = std::os::unix::net::UnixStream::pair()
+                .map_err(sys_err("creating the console socket pair"))?;
+            (Some(a), Some(OwnedFd::from(b)))
+        } else {
+            (None, None)
+        };
+        let created = self.create_with_console(opts, theirs)?;
+        let master = match &ours {
+            Some(sock) => match crate::console::recv_fd(sock) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = self.delete(&opts.id, true);
+                    return Err(sys_err("receiving the pty master")(e));
+                }
+            },
+            None => None,
+        };
         if let Err(e) = self.start(&opts.id) {
             let _ = self.delete(&opts.id, true);
             return Err(e);
@@ -433,7 +472,11 @@ impl Runtime {
         let Some(fwd) = blocked else {
             return Ok(0);
         };
-        let code = fwd.wait_forwarding(created.pid);
+        let code = match &master {
+            Some(m) => crate::terminal::proxy(m, created.pid, &fwd.set)
+                .map_err(sys_err("terminal proxy"))?,
+            None => fwd.wait_forwarding(created.pid),
+        };
         if let Err(e) = self.delete(&opts.id, true) {
             crate::warn!("deleting {}: {e}", opts.id);
         }
@@ -730,7 +773,7 @@ pub fn exit_code(status: i32) -> i32 {
 /// Blocks the signals `run` forwards to the container and forwards them
 /// until the container's init exits.
 pub struct SignalForwarder {
-    set: libc::sigset_t,
+    pub set: libc::sigset_t,
 }
 
 impl SignalForwarder {

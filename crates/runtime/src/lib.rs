@@ -32,6 +32,7 @@ pub mod init;
 
 pub mod container;
 pub mod exec;
+pub mod terminal;
 
 pub mod defaults;
 
