@@ -61,7 +61,7 @@ impl CgroupPath {
 }
 
 /// One directory of a container's cgroup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CgroupDir {
     pub path: PathBuf,
     /// v1 controllers of the hierarchy; empty for cgroup2.
@@ -70,7 +70,7 @@ pub struct CgroupDir {
 }
 
 /// A container's cgroup across all hierarchies of the host.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Cgroup {
     pub mode: Mode,
     pub dirs: Vec<CgroupDir>,
@@ -98,39 +98,6 @@ impl Cgroup {
         }
     }
 
-    /// Rebuilds a cgroup from directories recorded earlier (in container
-    /// state). A path under a cgroup2 mount is recognised by its
-    /// `cgroup.controllers` file.
-    pub fn from_dirs(mode: Mode, paths: &[PathBuf]) -> Cgroup {
-        let dirs = paths
-            .iter()
-            .map(|p| {
-                let unified = is_unified_path(p);
-                let controllers = if unified {
-                    Vec::new()
-                } else {
-                    p.strip_prefix("/sys/fs/cgroup")
-                        .ok()
-                        .and_then(|r| r.components().next())
-                        .map(|c| {
-                            c.as_os_str()
-                                .to_string_lossy()
-                                .split(',')
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-                CgroupDir {
-                    path: p.clone(),
-                    controllers,
-                    unified,
-                }
-            })
-            .collect();
-        Cgroup { mode, dirs }
-    }
-
     /// Creates every directory. On failure, whatever this call created is
     /// removed again.
     pub fn create(layout: &Layout, path: &CgroupPath) -> Result<Cgroup> {
@@ -145,11 +112,6 @@ impl Cgroup {
             }
         }
         Ok(cg)
-    }
-
-    /// The directory paths, for recording in state.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
     /// The directory of the v1 hierarchy with `controller`, or the cgroup2
@@ -236,20 +198,6 @@ impl Cgroup {
             None => Ok(()),
         }
     }
-}
-
-fn is_unified_path(p: &Path) -> bool {
-    let mut cur = Some(p);
-    while let Some(c) = cur {
-        if c.join("cgroup.controllers").exists() {
-            return true;
-        }
-        if c.join("cgroup.clone_children").exists() {
-            return false;
-        }
-        cur = c.parent();
-    }
-    false
 }
 
 fn dir_in_hierarchy(h: &Hierarchy, path: &CgroupPath, own: &[(Vec<String>, String)]) -> PathBuf {

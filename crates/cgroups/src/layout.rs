@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{CgroupError, Result};
 
 /// How the host organises its cgroups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Only cgroup v1 hierarchies.
     Legacy,

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use hako_cgroups::{Cgroup, CgroupError, CgroupPath, Layout, Mode};
-use oci_spec::runtime::{Hook, LinuxNamespaceType, Process, Spec};
+use hako_cgroups::{Cgroup, CgroupError, CgroupPath, Layout};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use serde::Serialize;
 
 use crate::hooks::{self, HookError};
@@ -118,16 +118,6 @@ pub fn hook_state_json(id: &str, config: &Config, pid: i32, status: &'static str
         "annotations": annotations,
     });
     s.to_string()
-}
-
-fn hooks_of<'a>(
-    spec: &'a Spec,
-    pick: impl Fn(&'a oci_spec::runtime::Hooks) -> &'a Option<Vec<Hook>>,
-) -> &'a [Hook] {
-    spec.hooks()
-        .as_ref()
-        .and_then(|h| pick(h).as_deref())
-        .unwrap_or(&[])
 }
 
 /// A container that `create` has set up, still a child of this process.
@@ -316,8 +306,7 @@ impl Runtime {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
-            cgroup_dirs: cgroup.paths(),
-            cgroup_mode: mode_name(cgroup.mode).to_string(),
+            cgroup: cgroup.clone(),
             // SAFETY: getuid cannot fail.
             owner: unsafe { libc::getuid() },
         };
@@ -344,11 +333,11 @@ impl Runtime {
                 Some(Message::Ready) => break,
                 Some(Message::RunCreateHooks) => {
                     #[allow(deprecated)]
-                    let prestart = hooks_of(spec, |h| h.prestart());
+                    let prestart = hooks::of(spec, |h| h.prestart());
                     let result = hooks::run("prestart", prestart, &state_json).and_then(|_| {
                         hooks::run(
                             "createRuntime",
-                            hooks_of(spec, |h| h.create_runtime()),
+                            hooks::of(spec, |h| h.create_runtime()),
                             &state_json,
                         )
                     });
@@ -420,7 +409,7 @@ impl Runtime {
         std::io::Write::write_all(&mut f, b"0").map_err(sys_err("releasing container init"))?;
         drop(f);
         let _ = std::fs::remove_file(&fifo_path);
-        let poststart = hooks_of(&config.spec, |h| h.poststart());
+        let poststart = hooks::of(&config.spec, |h| h.poststart());
         if !poststart.is_empty() {
             let json = hook_state_json(id, &config, state.pid, "running");
             hooks::run_warning("poststart", poststart, &json);
@@ -530,7 +519,7 @@ impl Runtime {
             });
         }
         if all {
-            let cg = cgroup_of_state(&state);
+            let cg = state.cgroup.clone();
             let pids = cg.pids().unwrap_or_default();
             for p in pids {
                 // SAFETY: kill with integer arguments.
@@ -561,7 +550,7 @@ impl Runtime {
             Err(e) => return Err(e.into()),
         };
         let status = state.status(&self.store.dir(id));
-        let cg = cgroup_of_state(&state);
+        let cg = state.cgroup.clone();
         if status != Status::Stopped {
             if !force {
                 return Err(RuntimeError::WrongStatus {
@@ -574,7 +563,7 @@ impl Runtime {
         }
         // poststop hooks see the frozen config; their failures are warnings.
         if let Ok(config) = self.frozen_config(id, &state) {
-            let poststop = hooks_of(&config.spec, |h| h.poststop());
+            let poststop = hooks::of(&config.spec, |h| h.poststop());
             if !poststop.is_empty() {
                 let json = hook_state_json(id, &config, state.pid, "stopped");
                 hooks::run_warning("poststop", poststop, &json);
@@ -602,7 +591,7 @@ impl Runtime {
     /// `ps`: pids in the container's cgroup.
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
         let state = self.store.load(id)?;
-        Ok(cgroup_of_state(&state).pids()?)
+        Ok(state.cgroup.clone().pids()?)
     }
 
     /// `pause` / `resume`.
@@ -627,7 +616,7 @@ impl Runtime {
                 .into(),
             });
         }
-        cgroup_of_state(&state).set_frozen(paused)?;
+        state.cgroup.clone().set_frozen(paused)?;
         Ok(())
     }
 
@@ -637,24 +626,6 @@ impl Runtime {
         let state = self.store.load(id)?;
         let config = self.frozen_config(id, &state)?;
         Ok(config.spec.process().clone().unwrap_or_default())
-    }
-}
-
-/// The container's cgroup as recorded in its state.
-pub fn cgroup_of_state(state: &ContainerState) -> Cgroup {
-    let mode = match state.cgroup_mode.as_str() {
-        "unified" => Mode::Unified,
-        "legacy" => Mode::Legacy,
-        _ => Mode::Hybrid,
-    };
-    Cgroup::from_dirs(mode, &state.cgroup_dirs)
-}
-
-fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Legacy => "legacy",
-        Mode::Hybrid => "hybrid",
-        Mode::Unified => "unified",
     }
 }
 

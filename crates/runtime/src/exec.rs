@@ -148,7 +148,7 @@ impl Runtime {
         }
         drop(child);
         drop(console);
-        let cg = crate::container::cgroup_of_state(&state);
+        let cg = &state.cgroup;
         let reap = |pid: i32| {
             // SAFETY: reaping our own child.
             unsafe {

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use oci_spec::runtime::Hook;
+use oci_spec::runtime::{Hook, Hooks, Spec};
 
 use crate::sys;
 
@@ -41,6 +41,14 @@ pub enum HookError {
         path: String,
         secs: i64,
     },
+}
+
+/// The hooks of one kind from a config (empty when absent).
+pub fn of<'a>(spec: &'a Spec, pick: impl Fn(&'a Hooks) -> &'a Option<Vec<Hook>>) -> &'a [Hook] {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| pick(h).as_deref())
+        .unwrap_or(&[])
 }
 
 /// Runs `hooks` in order, stopping at the first failure.

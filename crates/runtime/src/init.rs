@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use hako_cgroups::{Cgroup, Layout};
-use oci_spec::runtime::{Hook, Process, Spec};
+use oci_spec::runtime::{Process, Spec};
 
 use crate::console;
 use crate::hooks::{self, HookError};
@@ -71,21 +71,11 @@ pub fn run(args: InitArgs) -> ! {
     sys::exit_now(1)
 }
 
-fn spec_hooks<'a>(
-    spec: &'a Spec,
-    pick: impl Fn(&'a oci_spec::runtime::Hooks) -> &'a Option<Vec<Hook>>,
-) -> &'a [Hook] {
-    spec.hooks()
-        .as_ref()
-        .and_then(|h| pick(h).as_deref())
-        .unwrap_or(&[])
-}
-
 /// True when the runtime must run prestart or createRuntime hooks mid-create.
 pub fn has_runtime_create_hooks(spec: &Spec) -> bool {
     #[allow(deprecated)]
-    let prestart = spec_hooks(spec, |h| h.prestart());
-    !prestart.is_empty() || !spec_hooks(spec, |h| h.create_runtime()).is_empty()
+    let prestart = hooks::of(spec, |h| h.prestart());
+    !prestart.is_empty() || !hooks::of(spec, |h| h.create_runtime()).is_empty()
 }
 
 enum Never {}
@@ -193,7 +183,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     }
     hooks::run(
         "createContainer",
-        spec_hooks(spec, |h| h.create_container()),
+        hooks::of(spec, |h| h.create_container()),
         &state_json,
     )?;
 
@@ -275,7 +265,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
         }
     }
     drop(fifo);
-    let start_hooks = spec_hooks(spec, |h| h.start_container());
+    let start_hooks = hooks::of(spec, |h| h.start_container());
     if !start_hooks.is_empty() {
         hooks::run(
             "startContainer",

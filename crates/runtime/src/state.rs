@@ -77,12 +77,8 @@ pub struct ContainerState {
     pub phase: Status,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    /// cgroup directories owned by the container.
-    #[serde(default)]
-    pub cgroup_dirs: Vec<PathBuf>,
-    /// The container's cgroup layout: "legacy", "hybrid" or "unified".
-    #[serde(default)]
-    pub cgroup_mode: String,
+    /// The container's cgroup (one directory per hierarchy), removed on delete.
+    pub cgroup: hako_cgroups::Cgroup,
     /// The owner (uid) who created the container.
     #[serde(default)]
     pub owner: u32,
@@ -314,17 +310,14 @@ impl ContainerState {
     }
 
     fn is_frozen(&self) -> bool {
-        for d in &self.cgroup_dirs {
-            if let Ok(s) = std::fs::read_to_string(d.join("freezer.state")) {
-                return s.trim() == "FROZEN";
-            }
-            if let Ok(s) = std::fs::read_to_string(d.join("cgroup.freeze")) {
-                if s.trim() == "1" {
-                    return true;
-                }
-            }
+        if let Some(d) = self.cgroup.dir_for("freezer") {
+            return std::fs::read_to_string(d.join("freezer.state"))
+                .is_ok_and(|s| s.trim() == "FROZEN");
         }
-        false
+        self.cgroup
+            .unified_dir()
+            .and_then(|d| std::fs::read_to_string(d.join("cgroup.freeze")).ok())
+            .is_some_and(|s| s.trim() == "1")
     }
 }
 

@@ -37,7 +37,7 @@ pub fn runtime_bin() -> PathBuf {
     p
 }
 
-/// A directory removed (with anything mounted below it unmounted) on drop.
+/// A directory removed on drop (tests unmount what they mounted below it).
 pub struct TempDir {
     pub path: PathBuf,
 }
