@@ -3,6 +3,7 @@
 set -euo pipefail
 PKGS=(
   busybox-static   # the test rootfs
+  libseccomp-dev pkg-config  # seccomp filters (libseccomp)
   iproute2 procps  # ip, ps (hako-runtime ps runs ps(1))
   podman crun runc # real clients and anchors
   containerd       # containerd + ctr, driving hako-runtime through its runc shim

@@ -135,10 +135,12 @@ impl Runtime {
         let pid = unsafe { sys::clone_fork(0) }.map_err(sys_err("fork of the exec process"))?;
         if pid == 0 {
             drop(parent);
+            let profile = linux.and_then(|l| l.seccomp().as_ref());
             let err = exec_child(
                 &child,
                 &joins,
                 p,
+                profile,
                 in_userns,
                 console.as_ref(),
                 opts.preserve_fds,
@@ -204,11 +206,13 @@ fn exec_child(
     chan: &Channel,
     joins: &[OpenNamespace],
     p: &Process,
+    profile: Option<&oci_spec::runtime::LinuxSeccomp>,
     in_userns: bool,
     console: Option<&OwnedFd>,
     preserve_fds: u32,
 ) -> String {
-    let run = || -> std::result::Result<(PathBuf, Vec<String>, Vec<String>), String> {
+    type Prepared = (PathBuf, Vec<String>, Vec<String>, init::SeccompPlan);
+    let run = || -> std::result::Result<Prepared, String> {
         match chan.recv() {
             Ok(Some(Message::Go(_))) => {}
             _ => return Err("the runtime went away".into()),
@@ -228,21 +232,26 @@ fn exec_child(
         if let Some(sock) = console {
             init::setup_console(sock, Some(p), false).map_err(|e| e.to_string())?;
         }
-        init::apply_process(p, in_userns).map_err(|e| e.to_string())?;
-        let args = p.args().clone().unwrap_or_default();
-        let env = p.env().clone().unwrap_or_default();
-        let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)
-            .map_err(|e| e.to_string())?;
         sys::cloexec_from(3 + preserve_fds)
             .map_err(|e| format!("marking fds close-on-exec: {e}"))?;
-        Ok((exe, args, env))
+        let filter = init::SeccompPlan::new(profile, p).map_err(|e| e.to_string())?;
+        filter.load_early().map_err(|e| e.to_string())?;
+        init::apply_process(p, in_userns).map_err(|e| e.to_string())?;
+        let args = p.args().clone().unwrap_or_default();
+        let env = process::with_home(p.env().clone().unwrap_or_default(), p.user().uid());
+        let exe = process::find_executable(args.first().map(String::as_str).unwrap_or(""), &env)
+            .map_err(|e| e.to_string())?;
+        Ok((exe, args, env, filter))
     };
     match run() {
-        Ok((exe, args, env)) => {
+        Ok((exe, args, env, filter)) => {
             if let Err(e) = chan.send(&Message::Ready) {
                 return e.to_string();
             }
             process::reset_signals();
+            if let Err(e) = filter.load_late() {
+                return e.to_string();
+            }
             process::exec(Path::new(&exe), &args, &env).to_string()
         }
         Err(e) => e,

@@ -30,6 +30,8 @@ pub enum InitError {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -230,13 +232,18 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
             "config.json has no process to run",
         )));
     };
-    apply_process(process, plan.in_userns)?;
-    let args_list = process.args().clone().unwrap_or_default();
-    let env = process.env().clone().unwrap_or_default();
-    let program = args_list.first().cloned().unwrap_or_default();
-    let exe = process::find_executable(&program, &env)?;
     sys::cloexec_from(3 + args.preserve_fds)
         .map_err(sys_err("marking inherited fds close-on-exec"))?;
+    let filter = SeccompPlan::new(linux.and_then(|l| l.seccomp().as_ref()), process)?;
+    filter.load_early()?;
+    apply_process(process, plan.in_userns)?;
+    let args_list = process.args().clone().unwrap_or_default();
+    let env = process::with_home(
+        process.env().clone().unwrap_or_default(),
+        process.user().uid(),
+    );
+    let program = args_list.first().cloned().unwrap_or_default();
+    let exe = process::find_executable(&program, &env)?;
 
     // Ready: from here on the container lives on without the runtime.
     // SAFETY: prctl with integer arguments.
@@ -274,6 +281,10 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
         )?;
     }
     process::reset_signals();
+    if let Err(e) = filter.load_late() {
+        let _ = writeln!(std::io::stderr(), "hako-runtime: {e}");
+        sys::exit_now(127);
+    }
     let err = process::exec(&exe, &args_list, &env);
     // The runtime is gone; the user sees this on the container's stderr.
     let _ = writeln!(std::io::stderr(), "hako-runtime: {err}");
@@ -429,4 +440,41 @@ fn apply_lsm_label(lsm: &str, label: &str) -> Result<(), InitError> {
     std::fs::File::from(fd)
         .write_all(value.as_bytes())
         .map_err(sys_err(format!("setting {lsm} label {label:?}")))
+}
+
+/// When to load the seccomp filter: as late as possible, i.e. right before
+/// execve when no_new_privs is set; without it loading needs CAP_SYS_ADMIN,
+/// so before capabilities are dropped (what runc does too).
+pub struct SeccompPlan {
+    filter: Option<crate::seccomp::Filter>,
+    no_new_privs: bool,
+}
+
+impl SeccompPlan {
+    /// Compiles the profile (errors surface before the container is ready).
+    pub fn new(
+        profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+        process: &Process,
+    ) -> Result<SeccompPlan, InitError> {
+        Ok(SeccompPlan {
+            filter: profile.map(crate::seccomp::compile).transpose()?,
+            no_new_privs: process.no_new_privileges() == Some(true),
+        })
+    }
+
+    /// Loads now unless the filter can wait for `load_late`.
+    pub fn load_early(&self) -> Result<(), InitError> {
+        match &self.filter {
+            Some(f) if !self.no_new_privs => Ok(f.load()?),
+            _ => Ok(()),
+        }
+    }
+
+    /// Loads right before execve when no_new_privs allows it.
+    pub fn load_late(&self) -> Result<(), InitError> {
+        match &self.filter {
+            Some(f) if self.no_new_privs => Ok(f.load()?),
+            _ => Ok(()),
+        }
+    }
 }

@@ -27,6 +27,7 @@ pub mod sync;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 
 pub mod init;
 

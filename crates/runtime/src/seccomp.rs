@@ -1,0 +1,190 @@
+//! `linux.seccomp` → a seccomp filter, compiled with libseccomp and loaded
+//! by the process it confines just before exec.
+//!
+//! Unknown syscall names are skipped (with a debug line) like runc does, so
+//! one profile serves kernels and architectures of different ages; a
+//! malformed rule is an error naming the rule.
+
+use std::str::FromStr;
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
+
+/// A profile that cannot be compiled or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("linux.seccomp: {0}")]
+    Invalid(String),
+    #[error("linux.seccomp: {what}: {source}")]
+    Lib {
+        what: String,
+        source: libseccomp::error::SeccompError,
+    },
+}
+
+fn lib(what: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+    let what = what.into();
+    move |source| SeccompError::Lib { what, source }
+}
+
+/// A compiled filter, ready to load.
+pub struct Filter {
+    ctx: ScmpFilterContext,
+}
+
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> ScmpAction {
+    match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActErrno => {
+            ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32)
+        }
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
+        LinuxSeccompAction::ScmpActTrace => {
+            ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16)
+        }
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+    }
+}
+
+fn compare_op(op: LinuxSeccompOperator, value: u64) -> ScmpCompareOp {
+    match op {
+        LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
+        LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
+        LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
+        LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
+        LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
+        LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
+        LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(value),
+    }
+}
+
+/// True when the profile uses SCMP_ACT_NOTIFY anywhere.
+pub fn uses_notify(s: &LinuxSeccomp) -> bool {
+    s.default_action() == LinuxSeccompAction::ScmpActNotify
+        || s.syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+}
+
+/// Compiles a profile.
+pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
+    if uses_notify(s) {
+        return Err(SeccompError::Invalid(
+            "SCMP_ACT_NOTIFY (seccomp user notification) is not supported yet".into(),
+        ));
+    }
+    let default = action(s.default_action(), s.default_errno_ret());
+    let mut ctx = ScmpFilterContext::new(default).map_err(lib("creating the filter"))?;
+    for arch in s.architectures().iter().flatten() {
+        let name = serde_json::to_value(arch)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let a = ScmpArch::from_str(&name).map_err(|_| {
+            SeccompError::Invalid(format!("architecture {name:?} is not known to libseccomp"))
+        })?;
+        if let Err(e) = ctx.add_arch(a) {
+            // The native architecture is already in the filter.
+            if e.errno() != Some(libseccomp::error::SeccompErrno::EEXIST) {
+                return Err(lib(format!("adding architecture {name}"))(e));
+            }
+        }
+    }
+    for flag in s.flags().iter().flatten() {
+        match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {
+                ctx.set_ctl_tsync(true)
+                    .map_err(lib("flag SECCOMP_FILTER_FLAG_TSYNC"))?;
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => {
+                ctx.set_ctl_log(true)
+                    .map_err(lib("flag SECCOMP_FILTER_FLAG_LOG"))?;
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                ctx.set_ctl_ssb(true)
+                    .map_err(lib("flag SECCOMP_FILTER_FLAG_SPEC_ALLOW"))?;
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                // Only meaningful with user notification, which is refused above.
+            }
+        }
+    }
+    for (i, rule) in s.syscalls().iter().flatten().enumerate() {
+        let act = action(rule.action(), rule.errno_ret());
+        if act == default {
+            // libseccomp refuses rules that repeat the default action.
+            continue;
+        }
+        if rule.names().is_empty() {
+            return Err(SeccompError::Invalid(format!("syscalls[{i}] has no names")));
+        }
+        let args = rule.args().as_deref().unwrap_or(&[]);
+        let mut cmps = Vec::with_capacity(args.len());
+        for a in args {
+            if a.index() > 5 {
+                return Err(SeccompError::Invalid(format!(
+                    "syscalls[{i}]: argument index {} is out of range 0-5",
+                    a.index()
+                )));
+            }
+            let cmp = if a.op() == LinuxSeccompOperator::ScmpCmpMaskedEq {
+                ScmpArgCompare::new(
+                    a.index() as u32,
+                    compare_op(a.op(), a.value()),
+                    a.value_two().unwrap_or(0),
+                )
+            } else {
+                ScmpArgCompare::new(a.index() as u32, compare_op(a.op(), a.value()), a.value())
+            };
+            cmps.push(cmp);
+        }
+        // Conditions on distinct arguments are ANDed in one rule; several on
+        // the same argument become one rule each (ORed), as runc does.
+        let mut indexes: Vec<usize> = args.iter().map(|a| a.index()).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let one_rule = indexes.len() == args.len();
+        for name in rule.names() {
+            let sc = match ScmpSyscall::from_name(name) {
+                Ok(sc) => sc,
+                Err(_) => {
+                    crate::debug!(
+                        "seccomp: syscall {name:?} is unknown on this system; rule skipped"
+                    );
+                    continue;
+                }
+            };
+            let what = || format!("syscalls[{i}] ({name})");
+            if cmps.is_empty() {
+                ctx.add_rule(act, sc).map_err(lib(what()))?;
+            } else if one_rule {
+                ctx.add_rule_conditional(act, sc, &cmps)
+                    .map_err(lib(what()))?;
+            } else {
+                for c in &cmps {
+                    ctx.add_rule_conditional(act, sc, std::slice::from_ref(c))
+                        .map_err(lib(what()))?;
+                }
+            }
+        }
+    }
+    Ok(Filter { ctx })
+}
+
+impl Filter {
+    /// Loads the filter into the calling process (and, with TSYNC, all its
+    /// threads). Without no_new_privs this needs CAP_SYS_ADMIN.
+    pub fn load(&self) -> Result<(), SeccompError> {
+        self.ctx.load().map_err(lib("loading the filter"))
+    }
+}
