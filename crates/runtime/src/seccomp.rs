@@ -85,6 +85,10 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     }
     let default = action(s.default_action(), s.default_errno_ret());
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("creating the filter"))?;
+    // libseccomp sets no_new_privs itself unless told not to; that is the
+    // config's decision (process.noNewPrivileges), not the filter's.
+    ctx.set_ctl_nnp(false)
+        .map_err(lib("clearing SCMP_FLTATR_CTL_NNP"))?;
     for arch in s.architectures().iter().flatten() {
         let name = serde_json::to_value(arch)
             .ok()

@@ -25,13 +25,15 @@ fn errno_rule_bites_and_other_syscalls_work() {
             ]
         });
         let b = with_profile(
-            &["sh", "-c", "grep '^Seccomp:' /proc/self/status; mkdir /tmp/blocked 2>/dev/null; echo mkdir=$?; echo hi > /tmp/f && cat /tmp/f"],
+            &["sh", "-c", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; mkdir /tmp/blocked 2>/dev/null; echo mkdir=$?; echo hi > /tmp/f && cat /tmp/f"],
             profile,
             nnp,
         );
         let (code, out, err) = rt.run_bundle(&b, &unique("sc"));
         assert_eq!(code, 0, "nnp={nnp}: {err}");
-        assert_eq!(out, "Seccomp:\t2\nmkdir=1\nhi\n", "nnp={nnp}");
+        // The filter must not turn on no_new_privs behind the config's back.
+        let want = format!("NoNewPrivs:\t{}\nSeccomp:\t2\nmkdir=1\nhi\n", u8::from(nnp));
+        assert_eq!(out, want, "nnp={nnp}");
         assert!(!b.rootfs().join("tmp/blocked").exists());
     }
 }
