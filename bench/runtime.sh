@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark hako-runtime against runc and crun on one busybox-static bundle.
 #
-# Usage: bench/runtime.sh            (builds target/release/hako-runtime)
+# Usage: bench/runtime.sh            (builds target/x86_64-unknown-linux-gnu/release/hako-runtime)
 #        HAKO_RUNTIME=PATH bench/runtime.sh
 # Knobs (environment): N (runs per runtime for a/b/e, default 50),
 #   SERIAL (runs for c, default 100), PAR (runs for d, default 100),
@@ -50,7 +50,7 @@ if [[ -n ${HAKO_RUNTIME:-} ]]; then
 else
     echo "building hako-runtime (release)..." >&2
     (cd "$repo" && cargo build --release -q -p hako-runtime-cli)
-    hako=${CARGO_TARGET_DIR:-$repo/target}/release/hako-runtime
+    hako=${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release/hako-runtime
 fi
 [[ -x $hako ]] || { echo "runtime.sh: $hako is not executable" >&2; exit 1; }
 hako=$(realpath "$hako")

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo build --release --workspace
-rt=target/release/hako-runtime
+rt=target/x86_64-unknown-linux-gnu/release/hako-runtime
 bundle=$(mktemp -d /tmp/hako-demo.XXXXXX)
 trap 'rm -rf "$bundle"' EXIT
 mkdir -p "$bundle/rootfs/bin"
