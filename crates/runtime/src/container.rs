@@ -258,6 +258,14 @@ impl Runtime {
             .map_err(|e| sys_err(format!("mkfifo {}", fifo_path.display()))(e.into()))?;
         let fifo = sys::open(&fifo_path, libc::O_RDWR, 0)
             .map_err(sys_err(format!("opening {}", fifo_path.display())))?;
+        let status_path = dir.join("exec.status");
+        nix::unistd::mkfifo(
+            &status_path,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| sys_err(format!("mkfifo {}", status_path.display()))(e.into()))?;
+        let exec_status = sys::open(&status_path, libc::O_RDWR, 0)
+            .map_err(sys_err(format!("opening {}", status_path.display())))?;
 
         let (parent_chan, child_chan) =
             Channel::pair().map_err(sys_err("creating the sync socket pair"))?;
@@ -278,6 +286,7 @@ impl Runtime {
                 plan: &plan,
                 channel: child_chan,
                 fifo,
+                exec_status,
                 console_socket: console,
                 cgroup: Some(&cgroup),
                 cgroup_layout: Some(&layout),
@@ -289,6 +298,7 @@ impl Runtime {
         guard.child = Some(pid);
         drop(child_chan);
         drop(fifo);
+        drop(exec_status);
         drop(console);
 
         let pid_start = crate::state::proc_stat(pid).map(|(_, s)| s).unwrap_or(0);
@@ -393,6 +403,11 @@ impl Runtime {
                 "container {id}: config.json has no process to start"
             )));
         }
+        // Open the status fifo before releasing init: what init writes
+        // there is only kept while someone holds the fifo open.
+        let status_path = dir.join("exec.status");
+        let exec_status = sys::open(&status_path, libc::O_RDONLY | libc::O_NONBLOCK, 0)
+            .map_err(sys_err(format!("opening {}", status_path.display())))?;
         let fifo_path = dir.join("exec.fifo");
         let fifo = sys::open(&fifo_path, libc::O_WRONLY | libc::O_NONBLOCK, 0).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENXIO) {
@@ -409,6 +424,26 @@ impl Runtime {
         std::io::Write::write_all(&mut f, b"0").map_err(sys_err("releasing container init"))?;
         drop(f);
         let _ = std::fs::remove_file(&fifo_path);
+        // Wait for execve (or its failure): startContainer hooks run first,
+        // poststart hooks only after the user's program started.
+        let hook_secs: i64 = hooks::of(&config.spec, |h| h.start_container())
+            .iter()
+            .map(|h| h.timeout().unwrap_or(0).max(0))
+            .sum();
+        let outcome = wait_exec_status(&exec_status, 60_000 + hook_secs.saturating_mul(1000));
+        let _ = std::fs::remove_file(&status_path);
+        match outcome {
+            ExecOutcome::Started => {}
+            ExecOutcome::Failed(message) => {
+                return Err(RuntimeError::Init {
+                    id: id.into(),
+                    message,
+                })
+            }
+            ExecOutcome::TimedOut => {
+                crate::warn!("container {id}: init has not reached execve after a minute; not waiting longer");
+            }
+        }
         let poststart = hooks::of(&config.spec, |h| h.poststart());
         if !poststart.is_empty() {
             let json = hook_state_json(id, &config, state.pid, "running");
@@ -519,15 +554,12 @@ impl Runtime {
             });
         }
         if all {
-            let cg = state.cgroup.clone();
-            let pids = cg.pids().unwrap_or_default();
-            for p in pids {
+            // Every process of the cgroup, init included (it is in there).
+            for p in state.cgroup.pids()? {
                 // SAFETY: kill with integer arguments.
                 unsafe { libc::kill(p, signal) };
             }
-            if signal == libc::SIGKILL || status == Status::Stopped {
-                return Ok(());
-            }
+            return Ok(());
         }
         signal_init(&state, signal)
     }
@@ -574,16 +606,10 @@ impl Runtime {
                 crate::rootfs::unmount_below(&state.rootfs);
             }
         }
-        if let Err(e) = cg.destroy() {
-            // Leftover processes (no pid namespace): kill them and retry.
-            for p in cg.pids().unwrap_or_default() {
-                // SAFETY: kill with integer arguments.
-                unsafe { libc::kill(p, libc::SIGKILL) };
-            }
-            if cg.destroy().is_err() {
-                return Err(e.into());
-            }
-        }
+        // Without a pid namespace, processes can outlive init: empty the
+        // cgroup before removing it.
+        kill_leftovers(&cg);
+        cg.destroy()?;
         self.store.remove(id)?;
         Ok(())
     }
@@ -661,6 +687,23 @@ fn signal_init(state: &ContainerState, signal: i32) -> Result<()> {
     )))
 }
 
+/// SIGKILLs whatever is still in the cgroup (thawing it if frozen) until it
+/// is empty, for up to 5 s.
+fn kill_leftovers(cg: &Cgroup) {
+    for _ in 0..500 {
+        let pids = cg.pids().unwrap_or_default();
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            // SAFETY: kill with integer arguments.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        let _ = cg.set_frozen(false);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// SIGKILLs init and every process of the cgroup and waits (up to 10 s)
 /// until init has exited.
 fn kill_and_wait(state: &ContainerState, cg: &Cgroup) {
@@ -671,6 +714,11 @@ fn kill_and_wait(state: &ContainerState, cg: &Cgroup) {
     for p in cg.pids().unwrap_or_default() {
         // SAFETY: kill with integer arguments.
         unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    // Frozen tasks only die once thawed: a paused container must be
+    // thawed after the SIGKILLs are queued.
+    if state.is_frozen() {
+        let _ = cg.set_frozen(false);
     }
     if let Some(fd) = &pidfd {
         let _ = sys::poll_readable(fd, 10_000);
@@ -710,6 +758,46 @@ fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
         )))?;
     }
     Ok(())
+}
+
+/// What became of init after `start` released it.
+enum ExecOutcome {
+    Started,
+    Failed(String),
+    TimedOut,
+}
+
+/// Reads the exec status fifo until EOF: data means init failed before or
+/// at execve (the message), plain EOF means execve closed it.
+fn wait_exec_status(fd: &OwnedFd, timeout_ms: i64) -> ExecOutcome {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.max(0) as u64);
+    let mut message = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            message.extend_from_slice(&buf[..n as usize]);
+            continue;
+        }
+        if n == 0 {
+            return if message.is_empty() {
+                ExecOutcome::Started
+            } else {
+                ExecOutcome::Failed(String::from_utf8_lossy(&message).into_owned())
+            };
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINTR) {
+            return ExecOutcome::Failed(format!("reading the exec status: {e}"));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return ExecOutcome::TimedOut;
+        }
+        let _ = sys::poll_readable(fd, left.as_millis().min(i32::MAX as u128) as i32);
+    }
 }
 
 /// Writes a pid file atomically (containerd and conmon poll for it).

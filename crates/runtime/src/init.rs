@@ -54,6 +54,9 @@ pub struct InitArgs<'a> {
     pub channel: Channel,
     /// The exec fifo, opened read-write: init blocks reading it until `start`.
     pub fifo: OwnedFd,
+    /// The exec status fifo, read-write and close-on-exec: a successful
+    /// execve closes it (EOF for `start`), a failure writes the error first.
+    pub exec_status: OwnedFd,
     pub console_socket: Option<OwnedFd>,
     pub cgroup: Option<&'a Cgroup>,
     pub cgroup_layout: Option<&'a Layout>,
@@ -272,23 +275,31 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
         }
     }
     drop(fifo);
+    // From here on `start` is waiting on the exec status fifo for the
+    // outcome: an error message, or EOF once execve closed it.
+    let fail = |msg: String| -> ! {
+        let _ = std::fs::File::from(
+            args.exec_status
+                .try_clone()
+                .unwrap_or_else(|_| sys::exit_now(127)),
+        )
+        .write_all(msg.as_bytes());
+        sys::exit_now(127)
+    };
     let start_hooks = hooks::of(spec, |h| h.start_container());
-    if !start_hooks.is_empty() {
-        hooks::run(
-            "startContainer",
-            start_hooks,
-            &state_json.replace("\"status\":\"created\"", "\"status\":\"running\""),
-        )?;
+    if let Err(e) = hooks::run(
+        "startContainer",
+        start_hooks,
+        &state_json.replace("\"status\":\"created\"", "\"status\":\"running\""),
+    ) {
+        fail(e.to_string());
     }
     process::reset_signals();
     if let Err(e) = filter.load_late() {
-        let _ = writeln!(std::io::stderr(), "hako-runtime: {e}");
-        sys::exit_now(127);
+        fail(e.to_string());
     }
     let err = process::exec(&exe, &args_list, &env);
-    // The runtime is gone; the user sees this on the container's stderr.
-    let _ = writeln!(std::io::stderr(), "hako-runtime: {err}");
-    sys::exit_now(127)
+    fail(err.to_string())
 }
 
 fn write_time_offsets(spec: &Spec) -> Result<(), InitError> {

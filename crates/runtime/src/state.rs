@@ -309,7 +309,8 @@ impl ContainerState {
         Status::Running
     }
 
-    fn is_frozen(&self) -> bool {
+    /// True when the container's cgroup is frozen (`pause`).
+    pub fn is_frozen(&self) -> bool {
         if let Some(d) = self.cgroup.dir_for("freezer") {
             return std::fs::read_to_string(d.join("freezer.state"))
                 .is_ok_and(|s| s.trim() == "FROZEN");

@@ -81,9 +81,17 @@ pub fn set_mode(p: &Path, mode: u32) {
 pub fn busybox_rootfs() -> &'static Path {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
     ROOTFS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("hako-test-rootfs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        build_rootfs(&dir);
+        // One copy beside the binaries, shared by every test process: built
+        // under a private name, then renamed into place (first one wins).
+        let dir = bin_dir().join("hako-test-rootfs");
+        if !dir.join("bin/busybox").exists() {
+            let tmp = bin_dir().join(format!("hako-test-rootfs.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            build_rootfs(&tmp);
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
         dir
     })
 }

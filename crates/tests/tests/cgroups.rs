@@ -1,0 +1,355 @@
+//! Control groups: linux.cgroupsPath in every hierarchy, resource limits
+//! written to the controllers, cleanup after delete and failed creates,
+//! `kill --all`, and pause/resume through the freezer.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{alive, drop_namespace, run_detached, run_ok, sh, wait_until};
+use hako_tests::{cgroup_dirs_named, json, unique, Bundle, Runtime};
+
+/// The mounted cgroup hierarchies of the host: (mount point, v1
+/// controllers or "" for cgroup2).
+fn hierarchies() -> Vec<(PathBuf, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut post = post.split(' ');
+        let fstype = post.next().unwrap_or("");
+        let opts = post.nth(1).unwrap_or("");
+        let mount = PathBuf::from(pre.split(' ').nth(4).unwrap_or(""));
+        match fstype {
+            "cgroup2" => out.push((mount, String::new())),
+            "cgroup" => {
+                let ctrls: Vec<&str> = opts
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(
+                            *o,
+                            "rw" | "ro"
+                                | "nosuid"
+                                | "nodev"
+                                | "noexec"
+                                | "relatime"
+                                | "xattr"
+                                | "clone_children"
+                        )
+                    })
+                    .collect();
+                out.push((mount, ctrls.join(",")));
+            }
+            _ => {}
+        }
+    }
+    assert!(!out.is_empty(), "no cgroup hierarchy mounted");
+    out
+}
+
+/// The directory of an absolute cgroup path in the hierarchy carrying `controller`.
+fn dir_for(controller: &str, cgroup: &str) -> PathBuf {
+    let (mount, _) = hierarchies()
+        .into_iter()
+        .find(|(_, c)| c.split(',').any(|x| x == controller))
+        .unwrap_or_else(|| panic!("no hierarchy with {controller}"));
+    mount.join(cgroup.trim_start_matches('/'))
+}
+
+fn read_trim(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
+        .trim()
+        .to_string()
+}
+
+/// A bundle whose cgroupsPath is a fresh absolute path; returns it too.
+fn with_cgroup(args: &[&str]) -> (Bundle, String) {
+    let mut b = Bundle::new(args);
+    let path = format!("/{}", unique("hako-test-cg"));
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(path));
+    (b, path)
+}
+
+#[test]
+fn init_is_in_the_configured_cgroup_everywhere() {
+    let rt = Runtime::new();
+    let (b, path) = with_cgroup(&["sleep", "100"]);
+    let id = unique("cgpath");
+    let pid = run_detached(&rt, &b, &id);
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of init");
+    let hs = hierarchies();
+    assert_eq!(text.lines().count(), hs.len(), "{text}");
+    for line in text.lines() {
+        let cg = line.splitn(3, ':').nth(2).expect("cgroup line");
+        assert_eq!(cg, path, "{line}");
+    }
+    for (mount, ctrls) in &hs {
+        let dir = mount.join(path.trim_start_matches('/'));
+        let procs = read_trim(&dir, "cgroup.procs");
+        assert!(
+            procs.lines().any(|p| p == pid.to_string()),
+            "init {pid} not in {} ({ctrls}): {procs}",
+            dir.display()
+        );
+    }
+    // And `ps` lists what the cgroup holds.
+    let pids: Vec<i32> =
+        serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).expect("ps json");
+    assert_eq!(pids, vec![pid]);
+    rt.ok(&["delete", "--force", &id]);
+    for (mount, _) in &hs {
+        let dir = mount.join(path.trim_start_matches('/'));
+        assert!(!dir.exists(), "{} survived delete", dir.display());
+    }
+}
+
+#[test]
+fn relative_cgroup_path_is_under_the_runtimes_cgroup() {
+    let rt = Runtime::new();
+    let b = Bundle::new(&["sleep", "100"]);
+    let id = unique("cgrel");
+    let pid = run_detached(&rt, &b, &id);
+    let dirs = cgroup_dirs_named(&id);
+    assert_eq!(dirs.len(), hierarchies().len());
+    for d in &dirs {
+        assert!(
+            read_trim(d, "cgroup.procs")
+                .lines()
+                .any(|p| p == pid.to_string()),
+            "{}",
+            d.display()
+        );
+    }
+    rt.ok(&["delete", "--force", &id]);
+    for d in &dirs {
+        assert!(!d.exists(), "{} survived delete", d.display());
+    }
+}
+
+#[test]
+fn memory_pids_and_cpu_limits() {
+    let rt = Runtime::new();
+    let (mut b, path) = with_cgroup(&["sleep", "100"]);
+    b.edit(|c| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 64 << 20, "reservation": 32 << 20});
+        c["linux"]["resources"]["pids"] = json!({"limit": 42});
+        c["linux"]["resources"]["cpu"] = json!({"shares": 512, "quota": 25000, "period": 100000});
+    });
+    let id = unique("limits");
+    run_detached(&rt, &b, &id);
+    let mem = dir_for("memory", &path);
+    assert_eq!(
+        read_trim(&mem, "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        read_trim(&mem, "memory.soft_limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "42");
+    let cpu = dir_for("cpu", &path);
+    assert_eq!(read_trim(&cpu, "cpu.shares"), "512");
+    assert_eq!(read_trim(&cpu, "cpu.cfs_quota_us"), "25000");
+    assert_eq!(read_trim(&cpu, "cpu.cfs_period_us"), "100000");
+    rt.ok(&["delete", "--force", &id]);
+
+    // Without resources the controllers keep their defaults.
+    let (b, path) = with_cgroup(&["sleep", "100"]);
+    let id = unique("nolimits");
+    run_detached(&rt, &b, &id);
+    assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "max");
+    assert_ne!(
+        read_trim(&dir_for("memory", &path), "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    rt.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn pids_limit_is_enforced() {
+    let rt = Runtime::new();
+    // A child shell starts five background sleeps (it dies at the first
+    // fork refused), then init counts the container's processes with shell
+    // builtins only (no fork needed).
+    let script =
+        "sh -c 'for i in 1 2 3 4 5; do sleep 5 & done' 2>/dev/null; set -- /proc/[0-9]*; echo $#";
+    let count = |limit: Option<i64>| -> usize {
+        let (mut b, _) = with_cgroup(&["sh", "-c", script]);
+        if let Some(l) = limit {
+            b.edit(|c| c["linux"]["resources"]["pids"] = json!({"limit": l}));
+        }
+        let out = run_ok(&rt, &b, &unique("pidmax"));
+        out.trim().parse().unwrap_or_else(|_| panic!("{out:?}"))
+    };
+    assert_eq!(count(None), 6, "sh and five sleeps without a limit");
+    let limited = count(Some(3));
+    assert!(limited <= 3, "{limited} processes with pids.limit 3");
+}
+
+#[test]
+fn cgroups_are_removed_after_a_failed_create() {
+    let rt = Runtime::new();
+    let (b, path) = with_cgroup(&["/no/such/program"]);
+    let id = unique("cgfail");
+    rt.fails(&["create", "--bundle", &b.path().to_string_lossy(), &id]);
+    for (mount, _) in hierarchies() {
+        let dir = mount.join(path.trim_start_matches('/'));
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    // A resource the kernel refuses also fails create without leftovers.
+    let (mut b, path) = with_cgroup(&["true"]);
+    b.edit(|c| {
+        c["linux"]["resources"]["cpu"] = json!({"shares": 512, "quota": 1, "period": 100000})
+    });
+    let id = unique("cgbad");
+    rt.fails(&["create", "--bundle", &b.path().to_string_lossy(), &id]);
+    assert!(!rt.has_state(&id));
+    for (mount, _) in hierarchies() {
+        let dir = mount.join(path.trim_start_matches('/'));
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
+
+/// A container without a pid namespace running init sh and two sleeps;
+/// returns the three pids once all are in the cgroup.
+fn three_processes(rt: &Runtime, id: &str) -> Vec<i32> {
+    let mut b = sh("sleep 100 & sleep 100 & wait");
+    b.edit(|c| drop_namespace(c, "pid"));
+    run_detached(rt, &b, id);
+    let mut pids = Vec::new();
+    assert!(
+        wait_until(5, || {
+            pids = serde_json::from_str(&rt.ok(&["ps", "--format", "json", id])).expect("ps json");
+            pids.len() == 3
+        }),
+        "processes: {pids:?}"
+    );
+    pids
+}
+
+#[test]
+fn kill_all_signals_every_process() {
+    let rt = Runtime::new();
+    // Without --all only init gets the signal: the sleeps live on.
+    let id = unique("killone");
+    let pids = three_processes(&rt, &id);
+    let init = rt.state(&id)["pid"].as_i64().expect("pid") as i32;
+    rt.ok(&["kill", &id, "TERM"]);
+    assert!(wait_until(5, || !alive(init)), "init survived SIGTERM");
+    let others: Vec<i32> = pids.iter().copied().filter(|p| *p != init).collect();
+    assert_eq!(others.len(), 2);
+    assert!(
+        others.iter().all(|p| alive(*p)),
+        "kill without --all reached other processes"
+    );
+    // Deleting the stopped container kills what is left in its cgroup,
+    // promptly.
+    let started = std::time::Instant::now();
+    rt.ok(&["delete", "--force", &id]);
+    let took = started.elapsed();
+    assert!(
+        wait_until(5, || others.iter().all(|p| !alive(*p))),
+        "delete --force left processes running"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "delete took {took:?}"
+    );
+
+    let id = unique("killall");
+    let pids = three_processes(&rt, &id);
+    rt.ok(&["kill", "--all", &id, "TERM"]);
+    assert!(
+        wait_until(5, || pids.iter().all(|p| !alive(*p))),
+        "kill --all left some of {pids:?} running"
+    );
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Thaws a freezer cgroup on drop, so a failing test does not leave a
+/// frozen, unkillable container behind.
+struct Thaw(PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "THAWED");
+    }
+}
+
+#[test]
+fn pause_and_resume() {
+    let rt = Runtime::new();
+    let (b, path) = with_cgroup(&["sh", "-c", "while :; do :; done"]);
+    let id = unique("pause");
+    let pid = run_detached(&rt, &b, &id);
+    let freezer = dir_for("freezer", &path);
+    let _thaw = Thaw(freezer.join("freezer.state"));
+    let pause_wait = std::time::Duration::from_millis(300);
+
+    let err = rt.fails(&["resume", &id]);
+    assert!(err.contains("running"), "{err}");
+    rt.ok(&["pause", &id]);
+    assert_eq!(rt.status(&id), "paused");
+    assert_eq!(read_trim(&freezer, "freezer.state"), "FROZEN");
+    let before = cpu_ticks(pid);
+    std::thread::sleep(pause_wait);
+    assert_eq!(cpu_ticks(pid), before, "a paused container used CPU");
+    let err = rt.fails(&["pause", &id]);
+    assert!(err.contains("paused"), "{err}");
+    let err = rt.fails(&["delete", &id]);
+    assert!(err.contains("paused"), "{err}");
+
+    rt.ok(&["resume", &id]);
+    assert_eq!(rt.status(&id), "running");
+    assert_eq!(read_trim(&freezer, "freezer.state"), "THAWED");
+    let before = cpu_ticks(pid);
+    std::thread::sleep(pause_wait);
+    assert!(cpu_ticks(pid) > before, "a resumed container did not run");
+
+    // A paused container can be force-deleted.
+    rt.ok(&["pause", &id]);
+    rt.ok(&["delete", "--force", &id]);
+    assert!(!rt.has_state(&id));
+    assert!(!freezer.exists(), "{} survived delete", freezer.display());
+    assert!(
+        wait_until(5, || !alive(pid)),
+        "init of a deleted paused container lives on"
+    );
+}
+
+#[test]
+fn cgroup_mount_inside_the_container_is_read_only() {
+    let rt = Runtime::new();
+    let mut b = sh("ls /sys/fs/cgroup; echo 1 > /sys/fs/cgroup/pids/pids.max 2>/dev/null; echo write=$?; cat /sys/fs/cgroup/pids/pids.max");
+    b.edit(|c| c["linux"]["resources"]["pids"] = json!({"limit": 77}));
+    let out = run_ok(&rt, &b, &unique("cgmount"));
+    for (mount, ctrls) in hierarchies() {
+        if ctrls.is_empty() {
+            continue;
+        }
+        let name = mount
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            out.lines().any(|l| l == name),
+            "{name} missing in the container's /sys/fs/cgroup: {out}"
+        );
+    }
+    // The container sees its own cgroup's pids.max, and cannot change it.
+    assert!(out.ends_with("write=1\n77\n"), "{out}");
+}
