@@ -246,3 +246,34 @@ fn container_without_mount_namespace_leaves_no_mount_behind() {
         mounts_under(&b.rootfs())
     );
 }
+
+#[test]
+fn time_namespace_applies_offsets() {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["cat", "/proc/uptime"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .push(json!({"type": "time"}));
+        c["linux"]["timeOffsets"] = json!({"boottime": {"secs": 864000, "nanosecs": 0}});
+    });
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .expect("uptime")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("host uptime");
+    let (code, out, err) = rt.run_bundle(&b, &unique("timens"));
+    assert_eq!(code, 0, "{err}");
+    let inside: f64 = out
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("container uptime");
+    let diff = inside - host;
+    assert!(
+        (864000.0..864060.0).contains(&diff),
+        "boottime offset not applied: host {host}, container {inside}"
+    );
+}
