@@ -274,6 +274,12 @@ impl Runtime {
             namespaces::join(&ns)?;
         }
 
+        if plan.two_stage && plan.new_pid {
+            // init forks into its pid namespace and its first stage exits:
+            // be the subreaper so the container's init stays our child.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        }
         // SAFETY: the runtime is single-threaded; the child runs init::run,
         // which ends in execve or _exit.
         let pid = unsafe { sys::clone_fork(plan.clone_flags) }
@@ -324,14 +330,15 @@ impl Runtime {
             id: opts.id.clone(),
             message,
         };
+        let mut pid = pid;
         cgroup.add_process(pid)?;
-        if plan.new_user {
+        if plan.new_user && !plan.two_stage {
             write_id_maps(pid, spec)?;
         }
         self.store.save(&state)?;
         // Hooks during create see "created": the container is set up from
         // their point of view (what runtime-tools checks, and crun sends).
-        let state_json = hook_state_json(&opts.id, &config, pid, "created");
+        let mut state_json = hook_state_json(&opts.id, &config, pid, "created");
         parent_chan
             .send(&Message::Go(state_json.clone()))
             .map_err(sys_err("starting container init"))?;
@@ -358,6 +365,26 @@ impl Runtime {
                     parent_chan
                         .send(&Message::HooksDone)
                         .map_err(sys_err("resuming container init"))?;
+                }
+                Some(Message::MapIds) if plan.two_stage => {
+                    write_id_maps(pid, spec)?;
+                    parent_chan
+                        .send(&Message::IdsMapped)
+                        .map_err(sys_err("resuming container init"))?;
+                }
+                Some(Message::Pid(init_pid)) if plan.two_stage => {
+                    // The first stage exits; its child is the container's init.
+                    // SAFETY: reaping our own child.
+                    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                    pid = init_pid;
+                    guard.child = Some(pid);
+                    state.pid = pid;
+                    state.pid_start = crate::state::proc_stat(pid).map(|(_, s)| s).unwrap_or(0);
+                    self.store.save(&state)?;
+                    state_json = hook_state_json(&opts.id, &config, pid, "created");
+                    parent_chan
+                        .send(&Message::Go(state_json.clone()))
+                        .map_err(sys_err("starting container init"))?;
                 }
                 Some(Message::Error(e)) => return Err(fail(e)),
                 Some(other) => {

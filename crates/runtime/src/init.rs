@@ -95,7 +95,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
 
-    let state_json = match args.channel.recv().map_err(InitError::Sync)? {
+    let mut state_json = match args.channel.recv().map_err(InitError::Sync)? {
         Some(Message::Error(e)) => return Err(InitError::Sync(std::io::Error::other(e))),
         Some(Message::Go(state)) => state,
         Some(other) => {
@@ -115,6 +115,37 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
         namespaces::join(ns)?;
     }
     drop(opened);
+    if plan.two_stage {
+        if plan.new_user {
+            namespaces::unshare(libc::CLONE_NEWUSER as u64)?;
+            args.channel
+                .send(&Message::MapIds)
+                .map_err(InitError::Sync)?;
+            args.channel
+                .expect(&Message::IdsMapped)
+                .map_err(InitError::Sync)?;
+        }
+        namespaces::unshare(plan.stage_flags)?;
+        if plan.new_pid {
+            // SAFETY: single-threaded; both sides continue with plain code
+            // and end in _exit or execve.
+            match unsafe { sys::clone_fork(0) } {
+                Err(e) => return Err(sys_err("forking into the new pid namespace")(e)),
+                Ok(0) => {
+                    // The first stage exits at once, so no parent-death
+                    // signal here: a vanished runtime shows as EOF below.
+                    state_json = match args.channel.recv().map_err(InitError::Sync)? {
+                        Some(Message::Go(state)) => state,
+                        _ => return Err(InitError::Sync(std::io::ErrorKind::UnexpectedEof.into())),
+                    };
+                }
+                Ok(child) => {
+                    let _ = args.channel.send(&Message::Pid(child));
+                    sys::exit_now(0);
+                }
+            }
+        }
+    }
     if plan.in_userns {
         // Become root of the user namespace so files we create are owned
         // by the container's root, not the overflow id.

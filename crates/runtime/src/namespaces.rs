@@ -98,6 +98,13 @@ pub struct Plan {
     pub new_mount: bool,
     /// The container runs in a user namespace (new or joined).
     pub in_userns: bool,
+    /// Namespaces must be joined before new ones are created, which one
+    /// clone cannot do: init first joins (as a child in the host's user
+    /// namespace), then unshares the user namespace (the runtime writes its
+    /// id maps), then `stage_flags`, and forks into a new pid namespace.
+    pub two_stage: bool,
+    /// With `two_stage`: the new namespaces created after the user namespace.
+    pub stage_flags: u64,
 }
 
 impl Plan {
@@ -105,12 +112,10 @@ impl Plan {
         let mut plan = Plan::default();
         let find = |t| namespaces.iter().find(|n| n.typ() == t);
         let user_joined = find(LinuxNamespaceType::User).is_some_and(|n| n.path().is_some());
-        let mut has_joins = false;
         for t in JOIN_ORDER {
             let Some(ns) = find(t) else { continue };
             match ns.path() {
                 Some(p) => {
-                    has_joins = true;
                     if t == LinuxNamespaceType::Pid {
                         plan.pid_path = Some(p.clone());
                     } else {
@@ -139,15 +144,17 @@ impl Plan {
             }
         }
         plan.in_userns = find(LinuxNamespaceType::User).is_some();
-        if plan.new_user && has_joins {
-            return Err(NamespaceError::Unsupported(
-                "creating a user namespace while joining other namespaces by path is not supported yet".into(),
-            ));
-        }
-        if user_joined && plan.new_pid {
-            return Err(NamespaceError::Unsupported(
-                "joining a user namespace by path while creating a pid namespace is not supported yet".into(),
-            ));
+        let joins_others = plan
+            .joins
+            .iter()
+            .any(|(t, _)| *t != LinuxNamespaceType::User);
+        if (plan.new_user && joins_others) || (user_joined && plan.new_pid) {
+            let late = (libc::CLONE_NEWCGROUP | libc::CLONE_NEWTIME) as u64;
+            let all_new = plan.clone_flags | plan.unshare_flags;
+            plan.two_stage = true;
+            plan.clone_flags = 0;
+            plan.unshare_flags = all_new & late;
+            plan.stage_flags = all_new & !late & !(libc::CLONE_NEWUSER as u64);
         }
         Ok(plan)
     }

@@ -26,6 +26,10 @@ pub enum Message {
     RunCreateHooks,
     HooksDone,
     Ready,
+    /// Two-stage init: the user namespace exists, write its id maps.
+    MapIds,
+    /// The id maps are written.
+    IdsMapped,
     /// The child's pid as seen by the parent (used by exec's helper).
     Pid(i32),
     Error(String),
@@ -42,6 +46,8 @@ impl Message {
             Message::RunCreateHooks => vec![2],
             Message::HooksDone => vec![3],
             Message::Ready => vec![4],
+            Message::MapIds => vec![7],
+            Message::IdsMapped => vec![8],
             Message::Pid(p) => {
                 let mut v = vec![5];
                 v.extend_from_slice(&p.to_le_bytes());
@@ -63,6 +69,8 @@ impl Message {
             2 => Message::RunCreateHooks,
             3 => Message::HooksDone,
             4 => Message::Ready,
+            7 => Message::MapIds,
+            8 => Message::IdsMapped,
             5 => Message::Pid(i32::from_le_bytes(rest.try_into().map_err(|_| bad())?)),
             6 => Message::Error(String::from_utf8_lossy(rest).into_owned()),
             _ => return Err(bad()),

@@ -277,3 +277,45 @@ fn time_namespace_applies_offsets() {
         "boottime offset not applied: host {host}, container {inside}"
     );
 }
+
+/// A new user namespace together with namespaces joined by path (what a
+/// pod with user namespaces needs): joins happen first, in the host's user
+/// namespace, then the user namespace and the remaining new ones.
+#[test]
+fn new_user_namespace_with_a_joined_network_namespace() {
+    let rt = Runtime::new();
+    let holder = sh("sleep 100");
+    let holder_id = unique("netholder");
+    let holder_pid = run_detached(&rt, &holder, &holder_id).to_string();
+    let mut b = sh("echo pid=$$; cat /proc/self/uid_map; readlink /proc/self/ns/net; id -u");
+    b.edit(|c| {
+        c["linux"]["namespaces"] = json!([
+            {"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "user"},
+            {"type": "network", "path": format!("/proc/{holder_pid}/ns/net")}
+        ]);
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+        // sysfs belongs to the joined network namespace's owner (the host).
+        let mounts = c["mounts"].as_array_mut().expect("mounts");
+        mounts.retain(|m| m["destination"] != "/sys" && m["destination"] != "/sys/fs/cgroup");
+    });
+    let id = unique("userjoin");
+    let out = run_ok(&rt, &b, &id);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"pid=1"), "{out}");
+    assert_eq!(
+        lines
+            .get(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["0", "0", "65536"]),
+        "{out}"
+    );
+    assert_eq!(
+        lines.get(2).copied(),
+        Some(ns_link(&holder_pid, "net").as_str()),
+        "{out}"
+    );
+    assert_eq!(lines.get(3), Some(&"0"), "{out}");
+    assert!(!rt.has_state(&id));
+    rt.ok(&["delete", "-f", &holder_id]);
+}
