@@ -691,36 +691,28 @@ pub enum EnterMode {
 /// Switches the process's root to `rootfs`.
 pub fn enter(rootfs: &Path, mode: EnterMode) -> Result<()> {
     std::env::set_current_dir(rootfs).map_err(io_err("entering", rootfs))?;
-    if mode == EnterMode::Chroot {
-        let dot = c".";
-        // SAFETY: valid C string.
-        if unsafe { libc::chroot(dot.as_ptr()) } < 0 {
-            return Err(RootfsError::Io {
-                what: "chroot into",
-                path: rootfs.display().to_string(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-    } else if mode == EnterMode::MoveChroot {
-        let r = rootfs.to_string_lossy();
-        sys::mount(Some(&r), "/", None, libc::MS_MOVE, None)
-            .map_err(io_err("moving rootfs to /", rootfs))?;
-        let dot = c".";
-        // SAFETY: valid C string.
-        if unsafe { libc::chroot(dot.as_ptr()) } < 0 {
-            return Err(RootfsError::Io {
-                what: "chroot into",
-                path: rootfs.display().to_string(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-    } else {
+    if mode == EnterMode::Pivot {
         sys::pivot_root(".", ".").map_err(io_err("pivot_root into", rootfs))?;
         // The old root is now stacked under "."; detach it without letting
         // the unmount propagate to the host.
         sys::mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)
             .map_err(io_err("making old root a slave", "/"))?;
         sys::umount2(".", libc::MNT_DETACH).map_err(io_err("detaching old root", "/"))?;
+    } else {
+        if mode == EnterMode::MoveChroot {
+            let r = rootfs.to_string_lossy();
+            sys::mount(Some(&r), "/", None, libc::MS_MOVE, None)
+                .map_err(io_err("moving rootfs to /", rootfs))?;
+        }
+        let dot = c".";
+        // SAFETY: valid C string.
+        if unsafe { libc::chroot(dot.as_ptr()) } < 0 {
+            return Err(RootfsError::Io {
+                what: "chroot into",
+                path: rootfs.display().to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
     }
     std::env::set_current_dir("/").map_err(io_err("entering", "/"))?;
     Ok(())

@@ -322,3 +322,27 @@ fn concurrent_runs() {
         t.join().expect("thread");
     }
 }
+
+#[test]
+fn no_pivot_enters_the_rootfs_with_move_and_chroot() {
+    let rt = Runtime::new();
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "ls /bin/busybox && cat /proc/self/mountinfo | wc -l",
+    ]);
+    let out = rt.run(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        &b.path().to_string_lossy(),
+        &unique("nopivot"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("/bin/busybox\n"), "{text}");
+}
