@@ -251,15 +251,14 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         }
     }
     for key in linux.sysctl().iter().flat_map(|m| m.keys()) {
-        if key.is_empty() || key.contains("..") || key.starts_with('/') || key.starts_with('.') {
-            return Err(invalid(
-                "linux.sysctl",
-                format!("{key:?} is not a sysctl name"),
-            ));
-        }
+        check_sysctl(spec, key)?;
     }
     for (i, d) in linux.devices().iter().flatten().enumerate() {
-        if !d.path().is_absolute() || !d.path().starts_with("/dev") {
+        let escapes = d
+            .path()
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+        if !d.path().is_absolute() || !d.path().starts_with("/dev") || escapes {
             return Err(invalid(
                 format!("linux.devices[{i}].path"),
                 format!("{:?} must be an absolute path under /dev", d.path()),
@@ -285,6 +284,80 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         }
     }
     Ok(())
+}
+
+/// A sysctl is only allowed when it belongs to a namespace the container
+/// has its own copy of; anything else would change the host (runc's rule).
+fn check_sysctl(spec: &Spec, key: &str) -> Result<(), SpecError> {
+    let valid_name = !key.is_empty()
+        && !key.contains("..")
+        && !key.starts_with(['/', '.'])
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    if !valid_name {
+        return Err(invalid(
+            "linux.sysctl",
+            format!("{key:?} is not a sysctl name"),
+        ));
+    }
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let (needs, what) = if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        (LinuxNamespaceType::Ipc, "an IPC")
+    } else if key.starts_with("net.") {
+        (LinuxNamespaceType::Network, "a network")
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        (LinuxNamespaceType::Uts, "a UTS")
+    } else {
+        return Err(invalid(
+            "linux.sysctl",
+            format!("{key:?} is not namespaced: setting it would change the host"),
+        ));
+    };
+    if !has_private_namespace(spec, needs) {
+        return Err(invalid(
+            "linux.sysctl",
+            format!("{key:?} needs {what} namespace that is not the host's in linux.namespaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// True when the container gets a namespace of type `typ` other than the
+/// runtime's own: a new one, or one joined by a path that is not ours.
+fn has_private_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(ns) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == typ))
+    else {
+        return false;
+    };
+    let Some(path) = ns.path() else {
+        return true;
+    };
+    let name = match typ {
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Uts => "uts",
+        _ => return false,
+    };
+    let ours = format!("/proc/self/ns/{name}");
+    match (std::fs::metadata(path), std::fs::metadata(ours)) {
+        (Ok(a), Ok(b)) => a.ino() != b.ino() || a.dev() != b.dev(),
+        _ => false,
+    }
 }
 
 /// True when linux.namespaces asks for a new namespace of type `typ`.

@@ -560,3 +560,40 @@ fn sysctl_in_new_network_namespace() {
     );
     assert!(!rt.has_state(&id));
 }
+
+/// Sysctls that would change the host are refused: non-namespaced keys, and
+/// namespaced ones when the container shares the host's namespace.
+#[test]
+fn sysctls_that_would_reach_the_host_are_refused() {
+    let rt = Runtime::new();
+    let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("read");
+    let cases: Vec<(&str, &str, Option<&str>)> = vec![
+        ("kernel.core_pattern", "|/tmp/pwned", None),
+        ("vm.swappiness", "1", None),
+        ("net.ipv4.ip_forward", "1", Some("network")),
+        ("kernel.shmmax", "4096", Some("ipc")),
+        ("kernel.hostname", "x", Some("uts")),
+    ];
+    for (key, value, shared) in cases {
+        let mut b = sh("true");
+        b.edit(|c| {
+            c["linux"]["sysctl"] = json!({ key: value });
+            if let Some(ns) = shared {
+                let list = c["linux"]["namespaces"].as_array_mut().expect("namespaces");
+                list.retain(|n| n["type"] != ns);
+                list.push(json!({"type": ns, "path": format!("/proc/self/ns/{}", if ns == "network" { "net" } else { ns })}));
+            }
+        });
+        let id = unique("hostsysctl");
+        let err = rt.fails(&["run", "--bundle", &b.path().to_string_lossy(), &id]);
+        assert!(
+            err.contains("linux.sysctl") && err.contains(key),
+            "{key}: {err}"
+        );
+        assert!(!rt.has_state(&id));
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("read"),
+        core_pattern
+    );
+}
