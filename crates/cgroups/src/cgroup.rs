@@ -74,6 +74,10 @@ pub struct CgroupDir {
 pub struct Cgroup {
     pub mode: Mode,
     pub dirs: Vec<CgroupDir>,
+    /// Parent directories this cgroup's creation made (for `/a/b/c`: `/a`
+    /// and `/a/b` when they were new), removed with it when empty.
+    #[serde(default)]
+    pub created_parents: Vec<PathBuf>,
 }
 
 impl Cgroup {
@@ -95,22 +99,41 @@ impl Cgroup {
         Cgroup {
             mode: layout.mode,
             dirs,
+            created_parents: Vec::new(),
         }
     }
 
     /// Creates every directory. On failure, whatever this call created is
     /// removed again.
+    /// A leaf that already exists and holds processes belongs to someone
+    /// else: it is refused rather than adopted (and later killed).
     pub fn create(layout: &Layout, path: &CgroupPath) -> Result<Cgroup> {
-        let cg = Self::locate(layout, path);
+        let mut cg = Self::locate(layout, path);
         let mut created: Vec<PathBuf> = Vec::new();
+        let undo = |created: &[PathBuf]| {
+            for p in created.iter().rev() {
+                let _ = std::fs::remove_dir(p);
+            }
+        };
         for (dir, h) in cg.dirs.iter().zip(&layout.hierarchies) {
             if let Err(e) = create_dir_chain(h, &dir.path, &mut created) {
-                for p in created.iter().rev() {
-                    let _ = std::fs::remove_dir(p);
-                }
+                undo(&created);
                 return Err(e);
             }
+            if !created.contains(&dir.path) && !read_pids(&dir.path)?.is_empty() {
+                undo(&created);
+                return Err(CgroupError::InvalidPath {
+                    path: dir.path.display().to_string(),
+                    reason: "this cgroup already exists and has processes in it",
+                });
+            }
         }
+        let leaves: Vec<&PathBuf> = cg.dirs.iter().map(|d| &d.path).collect();
+        cg.created_parents = created
+            .iter()
+            .filter(|p| !leaves.contains(p))
+            .cloned()
+            .collect();
         Ok(cg)
     }
 
@@ -145,7 +168,7 @@ impl Cgroup {
         resources::apply(self, res)
     }
 
-    /// The processes in the cgroup.
+    /// The processes in the cgroup, including its sub-cgroups.
     pub fn pids(&self) -> Result<Vec<i32>> {
         let preferred = ["pids", "freezer", "memory", "cpu", "devices"];
         let dir = match self.mode {
@@ -155,10 +178,18 @@ impl Cgroup {
                 .find_map(|c| self.dir_for(c))
                 .or_else(|| self.dirs.first().map(|d| d.path.as_path())),
         };
-        match dir {
-            Some(d) => read_pids(d),
-            None => Ok(Vec::new()),
+        let mut pids = Vec::new();
+        if let Some(d) = dir {
+            for sub in subtree(d) {
+                match read_pids(&sub) {
+                    Ok(p) => pids.extend(p),
+                    // A sub-cgroup can vanish while we walk.
+                    Err(_) if sub != d => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
+        Ok(pids)
     }
 
     /// Freezes (true) or thaws (false) every process of the cgroup.
@@ -189,15 +220,39 @@ impl Cgroup {
     pub fn destroy(&self) -> Result<()> {
         let mut first_err = None;
         for d in self.dirs.iter().rev() {
-            if let Err(e) = remove_dir_retrying(&d.path) {
-                first_err.get_or_insert(e);
+            // Sub-cgroups made inside the container go first, deepest first.
+            for sub in subtree(&d.path).into_iter().rev() {
+                if let Err(e) = remove_dir_retrying(&sub) {
+                    first_err.get_or_insert(e);
+                }
             }
+        }
+        // Parents this container created, if nothing else uses them now.
+        for p in self.created_parents.iter().rev() {
+            let _ = std::fs::remove_dir(p);
         }
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
+}
+
+/// `dir` and every cgroup below it, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = std::fs::read_dir(&out[i]) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 fn dir_in_hierarchy(h: &Hierarchy, path: &CgroupPath, own: &[(Vec<String>, String)]) -> PathBuf {

@@ -476,8 +476,24 @@ fn exec(rt: &Runtime, a: &ExecArgs) -> Result<i32, RuntimeError> {
                 what: format!("reading --process {}", path.display()),
                 source: e,
             })?;
-            serde_json::from_slice(&raw)
-                .map_err(|e| RuntimeError::Usage(format!("--process {}: {e}", path.display())))?
+            let mut p: oci_spec::runtime::Process = serde_json::from_slice(&raw)
+                .map_err(|e| RuntimeError::Usage(format!("--process {}: {e}", path.display())))?;
+            // Security settings the file leaves out come from the container,
+            // never from the runtime's own (full) privileges.
+            let defaults = rt.exec_defaults(&a.id)?;
+            if p.capabilities().is_none() {
+                p.set_capabilities(defaults.capabilities().clone());
+            }
+            if p.no_new_privileges().is_none() {
+                p.set_no_new_privileges(defaults.no_new_privileges());
+            }
+            if p.apparmor_profile().is_none() {
+                p.set_apparmor_profile(defaults.apparmor_profile().clone());
+            }
+            if p.selinux_label().is_none() {
+                p.set_selinux_label(defaults.selinux_label().clone());
+            }
+            p
         }
         None => {
             if a.command.is_empty() {

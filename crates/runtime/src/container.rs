@@ -214,6 +214,9 @@ impl Runtime {
         };
 
         let dir = self.store.create_dir(&opts.id)?;
+        // Held until create returns: a concurrent delete waits instead of
+        // removing a half-made container.
+        let lock = self.store.lock(&opts.id)?;
         let mut guard = CreateGuard {
             store: &self.store,
             shared_mounts: (!plan.new_mount).then(|| config.rootfs.clone()),
@@ -269,10 +272,18 @@ impl Runtime {
 
         let (parent_chan, child_chan) =
             Channel::pair().map_err(sys_err("creating the sync socket pair"))?;
-        if let Some(p) = &plan.pid_path {
-            let ns = namespaces::open(LinuxNamespaceType::Pid, p)?;
-            namespaces::join(&ns)?;
-        }
+        // Joining a pid namespace by path applies to our next child only:
+        // switch back right after clone so hooks stay out of it.
+        let own_pidns = match &plan.pid_path {
+            Some(p) => {
+                let own =
+                    namespaces::open(LinuxNamespaceType::Pid, Path::new("/proc/self/ns/pid"))?;
+                let ns = namespaces::open(LinuxNamespaceType::Pid, p)?;
+                namespaces::join(&ns)?;
+                Some(own)
+            }
+            None => None,
+        };
 
         if plan.two_stage && plan.new_pid {
             // init forks into its pid namespace and its first stage exits:
@@ -285,6 +296,8 @@ impl Runtime {
         let pid = unsafe { sys::clone_fork(plan.clone_flags) }
             .map_err(sys_err("clone of the container init"))?;
         if pid == 0 {
+            // flock belongs to the open file: init must not keep it held.
+            drop(lock);
             drop(parent_chan);
             init::run(InitArgs {
                 id: &opts.id,
@@ -300,6 +313,9 @@ impl Runtime {
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
             });
+        }
+        if let Some(own) = &own_pidns {
+            namespaces::join(own)?;
         }
         guard.child = Some(pid);
         drop(child_chan);
@@ -407,6 +423,7 @@ impl Runtime {
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }
+        drop(lock);
         guard.armed = false;
         Ok(Created { pid, state })
     }
@@ -467,8 +484,11 @@ impl Runtime {
                     message,
                 })
             }
-            ExecOutcome::TimedOut => {
-                crate::warn!("container {id}: init has not reached execve after a minute; not waiting longer");
+                        ExecOutcome::TimedOut => {
+                return Err(RuntimeError::Init {
+                    id: id.into(),
+                    message: "init did not reach execve within a minute of start (a startContainer hook without timeout?)".into(),
+                })
             }
         }
         let poststart = hooks::of(&config.spec, |h| h.poststart());

@@ -9,7 +9,7 @@
 //!   wait (or exit with --detach)
 //! ```
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Process};
@@ -113,6 +113,17 @@ impl Runtime {
             _ => None,
         };
         let mut joins = namespaces_to_join(state.pid, &types)?;
+        // Sharing our mount namespace, the container's root is a chroot:
+        // the exec'd process must enter it too, or it would see the host.
+        let root = if joins.iter().any(|n| n.typ == LinuxNamespaceType::Mount) {
+            None
+        } else {
+            let path = PathBuf::from(format!("/proc/{}/root", state.pid));
+            Some(
+                sys::open(&path, libc::O_PATH | libc::O_DIRECTORY, 0)
+                    .map_err(sys_err(format!("opening {}", path.display())))?,
+            )
+        };
         // The pid namespace applies to our children: join it here.
         if let Some(pos) = joins.iter().position(|n| n.typ == LinuxNamespaceType::Pid) {
             let pidns = joins.remove(pos);
@@ -136,13 +147,17 @@ impl Runtime {
         if pid == 0 {
             drop(parent);
             let profile = linux.and_then(|l| l.seccomp().as_ref());
+            let fds = ChildFds {
+                console: console.as_ref(),
+                root: root.as_ref(),
+            };
             let err = exec_child(
                 &child,
                 &joins,
                 p,
                 profile,
                 in_userns,
-                console.as_ref(),
+                fds,
                 opts.preserve_fds,
             );
             let _ = child.send(&Message::Error(err));
@@ -201,6 +216,13 @@ impl Runtime {
     }
 }
 
+/// Descriptors the exec child uses besides the sync channel.
+struct ChildFds<'a> {
+    console: Option<&'a OwnedFd>,
+    /// The container's root, when it is a chroot in our mount namespace.
+    root: Option<&'a OwnedFd>,
+}
+
 /// The child side of exec. Returns only with an error message.
 fn exec_child(
     chan: &Channel,
@@ -208,9 +230,10 @@ fn exec_child(
     p: &Process,
     profile: Option<&oci_spec::runtime::LinuxSeccomp>,
     in_userns: bool,
-    console: Option<&OwnedFd>,
+    fds: ChildFds,
     preserve_fds: u32,
 ) -> String {
+    let console = fds.console;
     type Prepared = (PathBuf, Vec<String>, Vec<String>, init::SeccompPlan);
     let run = || -> std::result::Result<Prepared, String> {
         match chan.recv() {
@@ -219,6 +242,17 @@ fn exec_child(
         }
         for ns in joins {
             namespaces::join(ns).map_err(|e| e.to_string())?;
+        }
+        if let Some(root) = fds.root {
+            // SAFETY: fchdir on a valid directory fd, then chroot to ".".
+            let ok =
+                unsafe { libc::fchdir(root.as_raw_fd()) == 0 && libc::chroot(c".".as_ptr()) == 0 };
+            if !ok {
+                return Err(format!(
+                    "entering the container's root: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
         }
         if in_userns {
             // SAFETY: integer arguments.

@@ -183,7 +183,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     unsafe { libc::umask(0) };
     let rootfs_path = &args.config.rootfs;
     let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
-    rootfs::prepare_root(rootfs_path, propagation, plan.new_mount)?;
+    rootfs::prepare_root(rootfs_path, plan.new_mount)?;
     let root = Root::open(rootfs_path)?;
     let mounts = spec.mounts().as_deref().unwrap_or(&[]);
     let ctx = MountContext {

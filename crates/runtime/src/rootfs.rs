@@ -165,9 +165,9 @@ pub struct MountContext<'a> {
 }
 
 /// Makes the host's mounts invisible to propagation from the container:
-/// `/` becomes rslave (or the configured propagation), then the rootfs is
+/// `/` becomes rslave, then the rootfs is
 /// bind-mounted onto itself so it can be pivoted to.
-pub fn prepare_root(rootfs: &Path, propagation: Option<&str>, private_ns: bool) -> Result<()> {
+pub fn prepare_root(rootfs: &Path, private_ns: bool) -> Result<()> {
     if !private_ns {
         // Shared mount namespace: never touch its propagation; the rootfs
         // bind mount is made so a read-only root does not remount the host's.
@@ -175,13 +175,12 @@ pub fn prepare_root(rootfs: &Path, propagation: Option<&str>, private_ns: bool) 
         return sys::mount(Some(&r), &r, None, libc::MS_BIND | libc::MS_REC, None)
             .map_err(io_err("bind-mounting rootfs", rootfs));
     }
-    let flag = match propagation.and_then(crate::mount_options::rootfs_propagation) {
-        // shared and unbindable are applied after pivot (an unbindable root
-        // could not be bind-mounted); start from slave so nothing leaks back.
-        Some(f) if f & (libc::MS_SHARED | libc::MS_UNBINDABLE) == 0 => f,
-        _ => libc::MS_SLAVE | libc::MS_REC,
-    };
-    sys::mount(None, "/", None, flag, None).map_err(io_err("setting propagation of", "/"))?;
+    // Everything becomes a recursive slave first, whatever the config asks:
+    // a non-recursive mode would leave the rootfs's own mount shared, so
+    // container mounts would propagate to the host. The configured mode is
+    // applied to the new root after pivot (apply_root_propagation).
+    sys::mount(None, "/", None, libc::MS_SLAVE | libc::MS_REC, None)
+        .map_err(io_err("setting propagation of", "/"))?;
     let r = rootfs.to_string_lossy();
     sys::mount(Some(&r), &r, None, libc::MS_BIND | libc::MS_REC, None)
         .map_err(io_err("bind-mounting rootfs", rootfs))?;

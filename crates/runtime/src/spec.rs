@@ -86,6 +86,9 @@ pub fn parse(raw: &[u8], bundle: &Path) -> Result<Config, SpecError> {
         }
         Err(e) => return Err(invalid("root.path", format!("{}: {e}", rootfs.display()))),
     }
+    // The resolved path is what mountinfo shows (cleanup matches on it).
+    let rootfs = std::fs::canonicalize(&rootfs)
+        .map_err(|e| invalid("root.path", format!("{}: {e}", rootfs.display())))?;
     Ok(Config {
         spec,
         bundle: bundle.to_path_buf(),
@@ -172,18 +175,18 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         }
     }
     if let Some(h) = spec.hostname() {
-        if !h.is_empty() && !has_namespace(spec, LinuxNamespaceType::Uts) {
+        if !h.is_empty() && !has_private_namespace(spec, LinuxNamespaceType::Uts) {
             return Err(invalid(
                 "hostname",
-                "setting the hostname needs a new UTS namespace in linux.namespaces",
+                "setting the hostname needs a UTS namespace that is not the host's in linux.namespaces",
             ));
         }
     }
     if let Some(d) = spec.domainname() {
-        if !d.is_empty() && !has_namespace(spec, LinuxNamespaceType::Uts) {
+        if !d.is_empty() && !has_private_namespace(spec, LinuxNamespaceType::Uts) {
             return Err(invalid(
                 "domainname",
-                "setting the domainname needs a new UTS namespace in linux.namespaces",
+                "setting the domainname needs a UTS namespace that is not the host's in linux.namespaces",
             ));
         }
     }

@@ -353,3 +353,68 @@ fn cgroup_mount_inside_the_container_is_read_only() {
     // The container sees its own cgroup's pids.max, and cannot change it.
     assert!(out.ends_with("write=1\n77\n"), "{out}");
 }
+
+/// A cgroupsPath naming a cgroup that already holds someone else's
+/// processes is refused, so delete can never kill or remove them.
+#[test]
+fn a_populated_foreign_cgroup_is_not_adopted() {
+    let rt = Runtime::new();
+    let (victim_b, path) = with_cgroup(&["sleep", "100"]);
+    let victim = unique("victim");
+    let victim_pid = run_detached(&rt, &victim_b, &victim);
+    let (mut b, _) = with_cgroup(&["true"]);
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(path));
+    let id = unique("adopter");
+    let err = rt.fails(&["run", "--bundle", &b.path().to_string_lossy(), &id]);
+    assert!(err.contains("already exists and has processes"), "{err}");
+    assert!(!rt.has_state(&id));
+    assert!(
+        alive(victim_pid),
+        "the refused container killed the cgroup's owner"
+    );
+    assert!(
+        dir_for("pids", &path).exists(),
+        "the refused container removed the cgroup"
+    );
+    rt.ok(&["delete", "-f", &victim]);
+}
+
+/// Sub-cgroups made inside the container's cgroup are emptied and removed
+/// with it; parents made for a nested cgroupsPath go too.
+#[test]
+fn delete_removes_nested_cgroups_and_created_parents() {
+    let rt = Runtime::new();
+    let top = format!("/{}", unique("hako-test-nest"));
+    let path = format!("{top}/a/b");
+    let mut b = sh("sleep 100");
+    b.edit(|c| {
+        c["linux"]["cgroupsPath"] = json!(path);
+        drop_namespace(c, "pid");
+    });
+    let id = unique("nest");
+    run_detached(&rt, &b, &id);
+    // A sub-cgroup with a process of its own, as systemd inside would make.
+    let pids_dir = dir_for("pids", &path);
+    let sub = pids_dir.join("inner");
+    std::fs::create_dir(&sub).expect("mkdir sub-cgroup");
+    let mut child = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .expect("spawn");
+    std::fs::write(sub.join("cgroup.procs"), child.id().to_string()).expect("move into sub-cgroup");
+    rt.ok(&["delete", "--force", &id]);
+    assert!(!rt.has_state(&id));
+    assert!(
+        !sub.exists() && !pids_dir.exists(),
+        "nested cgroups survived delete"
+    );
+    assert!(
+        !dir_for("pids", &top).exists(),
+        "parents created for {path} survived delete"
+    );
+    let status = child.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "the process in the sub-cgroup was not killed"
+    );
+}

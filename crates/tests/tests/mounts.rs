@@ -578,6 +578,10 @@ fn sysctls_that_would_reach_the_host_are_refused() {
         let mut b = sh("true");
         b.edit(|c| {
             c["linux"]["sysctl"] = json!({ key: value });
+                        if shared == Some("uts") {
+                // Else the hostname check refuses the config first.
+                c.as_object_mut().expect("config").remove("hostname");
+            }
             if let Some(ns) = shared {
                 let list = c["linux"]["namespaces"].as_array_mut().expect("namespaces");
                 list.retain(|n| n["type"] != ns);

@@ -319,3 +319,27 @@ fn new_user_namespace_with_a_joined_network_namespace() {
     assert!(!rt.has_state(&id));
     rt.ok(&["delete", "-f", &holder_id]);
 }
+
+/// Without a mount namespace the container's root is a chroot; exec must
+/// enter it too instead of running in the host's root.
+#[test]
+fn exec_enters_the_root_of_a_container_without_a_mount_namespace() {
+    let rt = Runtime::new();
+    let mut b = sh("sleep 100");
+    b.edit(|c| {
+        drop_namespace(c, "mount");
+        c["mounts"] = json!([]);
+        c["root"]["readonly"] = json!(false);
+    });
+    std::fs::write(b.rootfs().join("marker"), "inside\n").expect("marker");
+    let id = unique("nomntexec");
+    run_detached(&rt, &b, &id);
+    let out = rt.run(&["exec", &id, "cat", "/marker"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "inside\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.ok(&["delete", "-f", &id]);
+}
