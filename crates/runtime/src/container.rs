@@ -32,8 +32,8 @@ use crate::state::{ContainerState, StateError, Status, Store};
 use crate::sync::{Channel, Message};
 use crate::sys;
 
-/// The runtime-spec version this runtime implements.
-pub const OCI_VERSION: &str = "1.2.1";
+pub use crate::hooks::state_json as hook_state_json;
+pub use crate::spec::OCI_VERSION;
 
 /// Errors of lifecycle operations, each naming the container.
 #[derive(Debug, thiserror::Error)]
@@ -98,26 +98,6 @@ pub struct OciState {
     pub owner: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-}
-
-/// The state JSON given to hooks.
-pub fn hook_state_json(id: &str, config: &Config, pid: i32, status: &'static str) -> String {
-    let annotations: BTreeMap<String, String> = config
-        .spec
-        .annotations()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let s = serde_json::json!({
-        "ociVersion": OCI_VERSION,
-        "id": id,
-        "status": status,
-        "pid": pid,
-        "bundle": config.bundle,
-        "annotations": annotations,
-    });
-    s.to_string()
 }
 
 /// A container that `create` has set up, still a child of this process.
@@ -356,7 +336,7 @@ impl Runtime {
         // their point of view (what runtime-tools checks, and crun sends).
         let mut state_json = hook_state_json(&opts.id, &config, pid, "created");
         parent_chan
-            .send(&Message::Go(state_json.clone()))
+            .send(&Message::Go(pid.to_string()))
             .map_err(sys_err("starting container init"))?;
         loop {
             match parent_chan
@@ -399,7 +379,7 @@ impl Runtime {
                     self.store.save(&state)?;
                     state_json = hook_state_json(&opts.id, &config, pid, "created");
                     parent_chan
-                        .send(&Message::Go(state_json.clone()))
+                        .send(&Message::Go(pid.to_string()))
                         .map_err(sys_err("starting container init"))?;
                 }
                 Some(Message::Error(e)) => return Err(fail(e)),

@@ -1,7 +1,7 @@
 //! The config `spec` writes (runc's defaults, so bundles made for runc run
 //! unchanged) and the `features` document of runtime-spec.
 
-use crate::container::OCI_VERSION;
+use crate::spec::OCI_VERSION;
 
 /// Capabilities of the default config (Docker's and runc's short list).
 const DEFAULT_CAPS: &[&str] = &["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];

@@ -1,6 +1,7 @@
 //! Running lifecycle hooks: the container state on stdin, the hook's own
 //! env, and its timeout enforced through a pidfd.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
@@ -49,6 +50,31 @@ pub fn of<'a>(spec: &'a Spec, pick: impl Fn(&'a Hooks) -> &'a Option<Vec<Hook>>)
         .as_ref()
         .and_then(|h| pick(h).as_deref())
         .unwrap_or(&[])
+}
+
+/// The state JSON given to hooks.
+pub fn state_json(
+    id: &str,
+    config: &crate::spec::Config,
+    pid: i32,
+    status: &'static str,
+) -> String {
+    let annotations: BTreeMap<String, String> = config
+        .spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let s = serde_json::json!({
+        "ociVersion": crate::spec::OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": config.bundle,
+        "annotations": annotations,
+    });
+    s.to_string()
 }
 
 /// Runs `hooks` in order, stopping at the first failure.
@@ -112,9 +138,16 @@ fn run_one(
         .stdout(out)
         .stderr(Stdio::inherit());
     let mut child = cmd.spawn().map_err(spawn_err)?;
+    // The state goes in from a short-lived thread: a hook that never reads
+    // its stdin must not stall us past its timeout once the state is larger
+    // than a pipe (big annotations). It is not joined: it ends when the
+    // hook (and whatever inherited its stdin) closes the pipe, or with us.
     if let Some(mut stdin) = child.stdin.take() {
-        // A hook may exit without reading its stdin; that is not an error.
-        let _ = stdin.write_all(state_json.as_bytes());
+        let data = state_json.to_owned();
+        std::thread::spawn(move || {
+            // A hook may exit without reading its stdin; that is not an error.
+            let _ = stdin.write_all(data.as_bytes());
+        });
     }
     let pid = child.id() as i32;
     if let Some(secs) = hook.timeout() {

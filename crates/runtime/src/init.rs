@@ -97,7 +97,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
 
     let mut state_json = match args.channel.recv().map_err(InitError::Sync)? {
         Some(Message::Error(e)) => return Err(InitError::Sync(std::io::Error::other(e))),
-        Some(Message::Go(state)) => state,
+        Some(Message::Go(pid)) => state_for_hooks(args, &pid),
         Some(other) => {
             return Err(InitError::Sync(std::io::Error::other(format!(
                 "unexpected {other:?}"
@@ -135,7 +135,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
                     // The first stage exits at once, so no parent-death
                     // signal here: a vanished runtime shows as EOF below.
                     state_json = match args.channel.recv().map_err(InitError::Sync)? {
-                        Some(Message::Go(state)) => state,
+                        Some(Message::Go(pid)) => state_for_hooks(args, &pid),
                         _ => return Err(InitError::Sync(std::io::ErrorKind::UnexpectedEof.into())),
                     };
                 }
@@ -482,6 +482,12 @@ fn apply_lsm_label(lsm: &str, label: &str) -> Result<(), InitError> {
     std::fs::File::from(fd)
         .write_all(value.as_bytes())
         .map_err(sys_err(format!("setting {lsm} label {label:?}")))
+}
+
+/// The state hooks get, for init's host pid as the runtime sent it (init
+/// cannot see it from inside its pid namespace).
+fn state_for_hooks(args: &InitArgs, pid: &str) -> String {
+    hooks::state_json(args.id, args.config, pid.parse().unwrap_or(0), "created")
 }
 
 /// When to load the seccomp filter: as late as possible, i.e. right before

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+/// The runtime-spec version this runtime implements.
+pub const OCI_VERSION: &str = "1.2.1";
+
 /// A config that cannot be run, with the field that is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

@@ -6,7 +6,7 @@
 //!   runtime (parent)                      init (child, in new namespaces)
 //!   clone ─────────────────────────────▶  waits
 //!   cgroup, uid/gid maps, state.json
-//!   Go(state) ──────────────────────────────▶  joins namespaces, mounts
+//!   Go(pid)   ──────────────────────────────▶  joins namespaces, mounts
 //!                         ◀────────────── RunCreateHooks
 //!   prestart + createRuntime hooks
 //!   HooksDone ─────────────────────────▶  createContainer hooks, pivot_root,
@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// A message on the create channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Carries the container state JSON (status "creating") for hooks.
+    /// Carries init's host pid (for the state hooks are given).
     Go(String),
     RunCreateHooks,
     HooksDone,

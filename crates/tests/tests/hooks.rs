@@ -340,3 +340,24 @@ fn a_failing_start_container_hook_fails_start() {
     rt.ok(&["delete", &id]);
     assert!(!rt.has_state(&id));
 }
+
+/// A state larger than a pipe's buffer must not stall create when a hook
+/// does not read its stdin.
+#[test]
+fn a_hook_ignoring_a_large_state_does_not_stall_create() {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["annotations"] = json!({ "big": "x".repeat(256 * 1024) });
+        c["hooks"] =
+            json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "0.2"], "timeout": 5}]});
+    });
+    let started = Instant::now();
+    let (code, _, err) = rt.run_bundle(&b, &unique("bigstate"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "create stalled: {:?}",
+        started.elapsed()
+    );
+}
