@@ -158,10 +158,50 @@ enum Command {
     },
     /// Print the runtime's features as JSON (runtime-spec features.md).
     Features,
+    /// Change the resource limits of a running container.
+    Update(Box<UpdateArgs>),
     /// Freeze every process of a container.
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+}
+
+#[derive(Args)]
+struct UpdateArgs {
+    /// A linux.resources JSON document ("-" reads standard input).
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    #[arg(long = "cpu-quota")]
+    cpu_quota: Option<i64>,
+    #[arg(long = "cpu-share")]
+    cpu_share: Option<u64>,
+    #[arg(long = "cpu-rt-period")]
+    cpu_rt_period: Option<u64>,
+    #[arg(long = "cpu-rt-runtime")]
+    cpu_rt_runtime: Option<i64>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Memory limit in bytes (suffixes k, m, g accepted; -1 for unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    memory: Option<String>,
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// Memory plus swap limit.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    #[arg(long = "kernel-memory", allow_hyphen_values = true)]
+    kernel_memory: Option<String>,
+    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true)]
+    kernel_memory_tcp: Option<String>,
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    id: String,
 }
 
 #[derive(Args)]
@@ -411,6 +451,13 @@ fn dispatch(rt: &Runtime, command: &Command) -> Result<i32, RuntimeError> {
             Ok(0)
         }
         Command::Features => print_json(&hako_runtime::defaults::features()),
+        Command::Update(args) => {
+            let res = update_resources(args)?;
+            for w in rt.update(&args.id, &res)? {
+                log::log(log::Level::Warn, &w);
+            }
+            Ok(0)
+        }
         Command::Pause { id } => rt.set_paused(id, true).map(|_| 0),
         Command::Resume { id } => rt.set_paused(id, false).map(|_| 0),
     }
@@ -586,4 +633,119 @@ fn exec(rt: &Runtime, a: &ExecArgs) -> Result<i32, RuntimeError> {
     };
     let _ = a.ignore_paused;
     rt.exec(&a.id, &opts)
+}
+
+/// Parses a byte count like runc: plain bytes or with a k/m/g/t suffix
+/// (binary multiples), "-1" for unlimited.
+fn parse_bytes(flag: &str, v: &str) -> Result<i64, RuntimeError> {
+    let bad = || {
+        RuntimeError::Usage(format!(
+            "--{flag} {v:?}: expected bytes like 512m, 1g or -1"
+        ))
+    };
+    if v == "-1" {
+        return Ok(-1);
+    }
+    let lower = v.trim().to_ascii_lowercase();
+    let lower = lower.strip_suffix('b').unwrap_or(&lower);
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some('t') => (&lower[..lower.len() - 1], 1 << 40),
+        _ => (lower, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    if n.is_nan() || n < 0.0 || n * (mult as f64) > i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+/// The resources `update` applies: the --resources document, or one built
+/// from the individual flags.
+fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources, RuntimeError> {
+    use serde_json::{json, Map, Value};
+    if let Some(path) = &a.resources {
+        let raw = if path.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| {
+                RuntimeError::Sys {
+                    what: "reading resources from stdin".into(),
+                    source: e,
+                }
+            })?;
+            buf
+        } else {
+            std::fs::read(path).map_err(|e| RuntimeError::Sys {
+                what: format!("reading --resources {}", path.display()),
+                source: e,
+            })?
+        };
+        return serde_json::from_slice(&raw).map_err(|e| {
+            RuntimeError::Usage(format!("--resources: not a linux.resources document: {e}"))
+        });
+    }
+    let mut memory = Map::new();
+    for (key, flag, v) in [
+        ("limit", "memory", &a.memory),
+        ("reservation", "memory-reservation", &a.memory_reservation),
+        ("swap", "memory-swap", &a.memory_swap),
+        ("kernel", "kernel-memory", &a.kernel_memory),
+        ("kernelTCP", "kernel-memory-tcp", &a.kernel_memory_tcp),
+    ] {
+        if let Some(v) = v {
+            memory.insert(key.into(), json!(parse_bytes(flag, v)?));
+        }
+    }
+    let mut cpu = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            cpu.insert(k.into(), v);
+        }
+    };
+    put("shares", a.cpu_share.map(|v| json!(v)));
+    put("quota", a.cpu_quota.map(|v| json!(v)));
+    put("period", a.cpu_period.map(|v| json!(v)));
+    put("realtimeRuntime", a.cpu_rt_runtime.map(|v| json!(v)));
+    put("realtimePeriod", a.cpu_rt_period.map(|v| json!(v)));
+    put("cpus", a.cpuset_cpus.clone().map(Value::String));
+    put("mems", a.cpuset_mems.clone().map(Value::String));
+    let mut res = Map::new();
+    if !memory.is_empty() {
+        res.insert("memory".into(), Value::Object(memory));
+    }
+    if !cpu.is_empty() {
+        res.insert("cpu".into(), Value::Object(cpu));
+    }
+    if let Some(l) = a.pids_limit {
+        res.insert("pids".into(), json!({ "limit": l }));
+    }
+    if let Some(w) = a.blkio_weight {
+        res.insert("blockIO".into(), json!({ "weight": w }));
+    }
+    if res.is_empty() {
+        return Err(RuntimeError::Usage(
+            "update: give --resources or at least one limit flag".into(),
+        ));
+    }
+    serde_json::from_value(Value::Object(res))
+        .map_err(|e| RuntimeError::Usage(format!("update: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("memory", "1024").ok(), Some(1024));
+        assert_eq!(parse_bytes("memory", "64m").ok(), Some(64 << 20));
+        assert_eq!(parse_bytes("memory", "1G").ok(), Some(1 << 30));
+        assert_eq!(parse_bytes("memory", "2kb").ok(), Some(2048));
+        assert_eq!(parse_bytes("memory", "-1").ok(), Some(-1));
+        assert!(parse_bytes("memory", "lots").is_err());
+        assert!(parse_bytes("memory", "-5").is_err());
+        assert!(parse_bytes("memory", "99999999999t").is_err());
+    }
 }

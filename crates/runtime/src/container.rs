@@ -647,6 +647,22 @@ impl Runtime {
         Ok(state.cgroup.clone().pids()?)
     }
 
+    /// `update`: applies new `linux.resources` to a live container's cgroup.
+    /// Returns warnings for settings this kernel has no file for.
+    pub fn update(&self, id: &str, res: &oci_spec::runtime::LinuxResources) -> Result<Vec<String>> {
+        let _lock = self.store.lock(id)?;
+        let state = self.store.load(id)?;
+        let status = state.status(&self.store.dir(id));
+        if status == Status::Stopped {
+            return Err(RuntimeError::WrongStatus {
+                id: id.into(),
+                status: status.as_str(),
+                action: "a stopped container has no cgroup to update".into(),
+            });
+        }
+        Ok(state.cgroup.apply(res)?)
+    }
+
     /// `pause` / `resume`.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
         let _lock = self.store.lock(id)?;

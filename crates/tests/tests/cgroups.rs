@@ -418,3 +418,58 @@ fn delete_removes_nested_cgroups_and_created_parents() {
         "the process in the sub-cgroup was not killed"
     );
 }
+
+/// `update` changes live limits, from flags (runc's) or a resources
+/// document on stdin (what containerd sends).
+#[test]
+fn update_changes_live_limits() {
+    let rt = Runtime::new();
+    let (b, path) = with_cgroup(&["sleep", "100"]);
+    let id = unique("update");
+    run_detached(&rt, &b, &id);
+    rt.ok(&[
+        "update",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--cpu-share",
+        "512",
+        &id,
+    ]);
+    assert_eq!(
+        read_trim(&dir_for("memory", &path), "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "50");
+    assert_eq!(read_trim(&dir_for("cpu", &path), "cpu.shares"), "512");
+
+    let mut child = rt
+        .cmd(&["update", "--resources", "-", &id])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn update");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(br#"{"pids": {"limit": 20}, "memory": {"limit": 33554432}}"#)
+            .expect("write resources");
+    }
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "20");
+    assert_eq!(
+        read_trim(&dir_for("memory", &path), "memory.limit_in_bytes"),
+        "33554432"
+    );
+
+    let err = rt.fails(&["update", "--memory", "lots", &id]);
+    assert!(err.contains("--memory"), "{err}");
+    let err = rt.fails(&["update", &id]);
+    assert!(err.contains("--resources"), "{err}");
+    rt.ok(&["kill", &id, "KILL"]);
+    rt.wait_status(&id, "stopped");
+    let err = rt.fails(&["update", "--pids-limit", "5", &id]);
+    assert!(err.contains("stopped"), "{err}");
+    rt.ok(&["delete", &id]);
+}
