@@ -14,6 +14,7 @@
 //! - [`layout`]: which hierarchies are mounted where.
 //! - [`fs`]: small file helpers for cgroupfs writes.
 //! - [`resources`]: translation of OCI `linux.resources` into file writes.
+//! - [`stats`]: usage statistics (what `events --stats` prints).
 //! - [`cgroup`]: the [`Cgroup`] type.
 
 pub mod cgroup;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod fs;
 pub mod layout;
 pub mod resources;
+pub mod stats;
 
 pub use cgroup::{Cgroup, CgroupPath};
 pub use error::CgroupError;

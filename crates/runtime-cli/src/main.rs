@@ -158,6 +158,15 @@ enum Command {
     },
     /// Print the runtime's features as JSON (runtime-spec features.md).
     Features,
+    /// Print resource usage statistics (once with --stats, else every --interval).
+    Events {
+        #[arg(long)]
+        stats: bool,
+        /// Time between two reports (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
     /// Change the resource limits of a running container.
     Update(Box<UpdateArgs>),
     /// Freeze every process of a container.
@@ -451,6 +460,24 @@ fn dispatch(rt: &Runtime, command: &Command) -> Result<i32, RuntimeError> {
             Ok(0)
         }
         Command::Features => print_json(&hako_runtime::defaults::features()),
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            let every = parse_interval(interval)?;
+            loop {
+                let data = rt.stats(id)?;
+                let line = serde_json::json!({"type": "stats", "id": id, "data": data});
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+                if *stats {
+                    return Ok(0);
+                }
+                std::thread::sleep(every);
+            }
+        }
         Command::Update(args) => {
             let res = update_resources(args)?;
             for w in rt.update(&args.id, &res)? {
@@ -635,6 +662,29 @@ fn exec(rt: &Runtime, a: &ExecArgs) -> Result<i32, RuntimeError> {
     rt.exec(&a.id, &opts)
 }
 
+/// Parses an interval like `5s`, `500ms`, `1m` (a bare number is seconds).
+fn parse_interval(v: &str) -> Result<std::time::Duration, RuntimeError> {
+    let bad = || {
+        RuntimeError::Usage(format!(
+            "--interval {v:?}: expected a duration like 5s or 500ms"
+        ))
+    };
+    let (num, unit_ms) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (v, 1000.0)
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    if n.is_nan() || n <= 0.0 || n * unit_ms > 86_400_000.0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_millis((n * unit_ms) as u64))
+}
+
 /// Parses a byte count like runc: plain bytes or with a k/m/g/t suffix
 /// (binary multiples), "-1" for unlimited.
 fn parse_bytes(flag: &str, v: &str) -> Result<i64, RuntimeError> {
@@ -747,5 +797,25 @@ mod tests {
         assert!(parse_bytes("memory", "lots").is_err());
         assert!(parse_bytes("memory", "-5").is_err());
         assert!(parse_bytes("memory", "99999999999t").is_err());
+    }
+}
+
+#[cfg(test)]
+mod interval_tests {
+    use super::parse_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("5s").ok(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_interval("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_interval("2").ok(), Some(Duration::from_secs(2)));
+        assert_eq!(parse_interval("1m").ok(), Some(Duration::from_secs(60)));
+        for bad in ["", "0s", "-1s", "soon", "NaNs"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
     }
 }

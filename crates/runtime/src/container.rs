@@ -663,6 +663,20 @@ impl Runtime {
         Ok(state.cgroup.apply(res)?)
     }
 
+    /// `events --stats`: the cgroup's usage statistics.
+    pub fn stats(&self, id: &str) -> Result<hako_cgroups::stats::Stats> {
+        let state = self.store.load(id)?;
+        let status = state.status(&self.store.dir(id));
+        if status == Status::Stopped {
+            return Err(RuntimeError::WrongStatus {
+                id: id.into(),
+                status: status.as_str(),
+                action: "a stopped container has no statistics".into(),
+            });
+        }
+        Ok(hako_cgroups::stats::read(&state.cgroup))
+    }
+
     /// `pause` / `resume`.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
         let _lock = self.store.lock(id)?;

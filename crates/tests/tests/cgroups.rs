@@ -473,3 +473,53 @@ fn update_changes_live_limits() {
     assert!(err.contains("stopped"), "{err}");
     rt.ok(&["delete", &id]);
 }
+
+/// `events --stats` reports real usage: a busy loop's CPU time grows,
+/// allocated memory and the process count show up.
+#[test]
+fn events_stats_report_real_usage() {
+    let rt = Runtime::new();
+    let (mut b, _) = with_cgroup(&[
+        "sh",
+        "-c",
+        "head -c 8000000 /dev/zero > /dev/shm/fill; while :; do :; done & sleep 100",
+    ]);
+    b.edit(|c| c["linux"]["resources"] = json!({"pids": {"limit": 40}}));
+    let id = unique("events");
+    run_detached(&rt, &b, &id);
+    let stats = |rt: &Runtime| -> hako_tests::Value {
+        let line = rt.ok(&["events", "--stats", &id]);
+        let v: hako_tests::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+        assert_eq!(v["type"], "stats");
+        assert_eq!(v["id"], json!(id));
+        v["data"].clone()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let first = stats(&rt);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let second = stats(&rt);
+    let cpu = |v: &hako_tests::Value| v["cpu"]["usage"]["total"].as_u64().expect("cpu total");
+    assert!(
+        cpu(&second) > cpu(&first) + 100_000_000,
+        "cpu {} -> {}",
+        cpu(&first),
+        cpu(&second)
+    );
+    assert!(
+        second["pids"]["current"].as_u64().expect("pids") >= 2,
+        "{}",
+        second["pids"]
+    );
+    assert_eq!(second["pids"]["limit"], 40);
+    // The 8 MB tmpfs file is charged to the container's memory cgroup.
+    assert!(
+        second["memory"]["usage"]["usage"].as_u64().expect("mem") > 7 << 20,
+        "{}",
+        second["memory"]["usage"]
+    );
+    let err = rt.fails(&["events", "--interval", "never", &id]);
+    assert!(err.contains("--interval"), "{err}");
+    rt.ok(&["delete", "-f", &id]);
+    let err = rt.fails(&["events", "--stats", &id]);
+    assert!(err.contains("does not exist"), "{err}");
+}
