@@ -2,12 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxResources;
-
 use crate::error::{CgroupError, Result};
 use crate::fs::{join_under, read_file, read_pids, write_file};
 use crate::layout::{own_cgroups, Hierarchy, Layout, Mode};
-use crate::resources;
 
 /// Where in the hierarchies a container's cgroup lives, resolved from
 /// `linux.cgroupsPath`.
@@ -161,11 +158,6 @@ impl Cgroup {
             write_file(&d.path, "cgroup.procs", &value)?;
         }
         Ok(())
-    }
-
-    /// Applies `linux.resources`; the process need not be in the cgroup yet.
-    pub fn apply(&self, res: &LinuxResources) -> Result<Vec<String>> {
-        resources::apply(self, res)
     }
 
     /// The processes in the cgroup, including its sub-cgroups.

@@ -13,9 +13,9 @@
 //! - [`error`]: the error type, naming the file or directory involved.
 //! - [`layout`]: which hierarchies are mounted where.
 //! - [`fs`]: small file helpers for cgroupfs writes.
+//! - [`cgroup`]: the [`Cgroup`] type: create, place, freeze, remove.
 //! - [`resources`]: translation of OCI `linux.resources` into file writes.
 //! - [`stats`]: usage statistics (what `events --stats` prints).
-//! - [`cgroup`]: the [`Cgroup`] type.
 
 pub mod cgroup;
 pub mod error;

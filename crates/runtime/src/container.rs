@@ -215,7 +215,7 @@ impl Runtime {
         let cgroup = Cgroup::create(&layout, &cg_path)?;
         guard.cgroup = Some(cgroup.clone());
         if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
-            for w in cgroup.apply(res)? {
+            for w in hako_cgroups::resources::apply(&cgroup, res)? {
                 crate::warn!("{w}");
             }
         }
@@ -660,7 +660,7 @@ impl Runtime {
                 action: "a stopped container has no cgroup to update".into(),
             });
         }
-        Ok(state.cgroup.apply(res)?)
+        Ok(hako_cgroups::resources::apply(&state.cgroup, res)?)
     }
 
     /// `events --stats`: the cgroup's usage statistics.
