@@ -215,3 +215,22 @@ pub fn read(cg: &Cgroup) -> Stats {
     }
     s
 }
+
+/// How many processes the kernel's OOM killer has killed in the cgroup
+/// (v1 memory.oom_control, cgroup2 memory.events).
+pub fn oom_kills(cg: &Cgroup) -> u64 {
+    if let Some(d) = cg.dir_for("memory") {
+        return read_keyed(d, "memory.oom_control")
+            .get("oom_kill")
+            .copied()
+            .unwrap_or(0);
+    }
+    cg.unified_dir()
+        .map(|d| {
+            read_keyed(d, "memory.events")
+                .get("oom_kill")
+                .copied()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}

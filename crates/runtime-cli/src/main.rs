@@ -466,8 +466,23 @@ fn dispatch(rt: &Runtime, command: &Command) -> Result<i32, RuntimeError> {
             id,
         } => {
             let every = parse_interval(interval)?;
+            let mut ooms = rt.oom_kills(id)?;
             loop {
-                let data = rt.stats(id)?;
+                // OOM kills since the last report become "oom" events (runc's).
+                let now = rt.oom_kills(id)?;
+                if now > ooms {
+                    let line = serde_json::json!({"type": "oom", "id": id});
+                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                    ooms = now;
+                }
+                let data = match rt.stats(id) {
+                    Ok(d) => d,
+                    // The stream ends when the container does.
+                    Err(RuntimeError::WrongStatus {
+                        status: "stopped", ..
+                    }) if !*stats => return Ok(0),
+                    Err(e) => return Err(e),
+                };
                 let line = serde_json::json!({"type": "stats", "id": id, "data": data});
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");

@@ -677,6 +677,12 @@ impl Runtime {
         Ok(hako_cgroups::stats::read(&state.cgroup))
     }
 
+    /// OOM kills recorded in the container's cgroup so far.
+    pub fn oom_kills(&self, id: &str) -> Result<u64> {
+        let state = self.store.load(id)?;
+        Ok(hako_cgroups::stats::oom_kills(&state.cgroup))
+    }
+
     /// `pause` / `resume`.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
         let _lock = self.store.lock(id)?;

@@ -523,3 +523,38 @@ fn events_stats_report_real_usage() {
     let err = rt.fails(&["events", "--stats", &id]);
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// A memory hog is OOM-killed inside its limit and the kill is reported as
+/// an "oom" event; the event stream ends when the container stops.
+#[test]
+fn oom_kill_is_reported_as_an_event() {
+    let rt = Runtime::new();
+    let (mut b, path) = with_cgroup(&[
+        "sh",
+        "-c",
+        "sleep 0.5; head -c 200000000 /dev/zero | tail > /dev/null; sleep 0.5",
+    ]);
+    b.edit(|c| c["linux"]["resources"] = json!({"memory": {"limit": 33554432}}));
+    let id = unique("oom");
+    run_detached(&rt, &b, &id);
+    let out = rt.run(&["events", "--interval", "100ms", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<hako_tests::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "oom" && e["id"] == json!(id)),
+        "no oom event in {text}"
+    );
+    assert!(events.iter().any(|e| e["type"] == "stats"));
+    assert!(read_trim(&dir_for("memory", &path), "memory.oom_control").contains("oom_kill 1"));
+    rt.ok(&["delete", &id]);
+}
