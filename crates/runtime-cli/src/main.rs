@@ -385,10 +385,7 @@ fn dispatch(rt: &Runtime, command: &Command) -> Result<i32, RuntimeError> {
             create,
             detach,
             keep,
-        } => {
-            let _ = keep;
-            rt.run(&create.options(), *detach)
-        }
+        } => rt.run(&create.options(), *detach, *keep),
         Command::State { id } => print_json(&rt.state(id)?),
         Command::Kill { all, id, signal } => {
             let name = signal.as_deref().unwrap_or("SIGTERM");

@@ -479,9 +479,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// `run`: create, start, wait, delete. Returns the exit code (128+N for
-    /// a signal). With `detach`, returns 0 once the container runs.
-    pub fn run(&self, opts: &CreateOptions, detach: bool) -> Result<i32> {
+    /// `run`: create, start, wait, delete (unless `keep`). Returns the exit
+    /// code (128+N for a signal). With `detach`, returns 0 once it runs.
+    pub fn run(&self, opts: &CreateOptions, detach: bool, keep: bool) -> Result<i32> {
         let blocked = if detach {
             None
         } else {
@@ -528,6 +528,9 @@ impl Runtime {
                 .map_err(sys_err("terminal proxy"))?,
             None => fwd.wait_forwarding(created.pid),
         };
+        if keep {
+            return Ok(code);
+        }
         if let Err(e) = self.delete(&opts.id, true) {
             crate::warn!("deleting {}: {e}", opts.id);
         }
@@ -571,8 +574,7 @@ impl Runtime {
     /// `kill`: sends `signal` to init, or with `all` to every process of the
     /// container's cgroup.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
-        let state = self.store.load(id)?;
-        let status = state.status(&self.store.dir(id));
+        let (state, status) = self.load_status(id)?;
         if status == Status::Stopped && !all {
             return Err(RuntimeError::WrongStatus {
                 id: id.into(),
@@ -641,39 +643,43 @@ impl Runtime {
         Ok(())
     }
 
+    /// A container's recorded state and its current status.
+    pub(crate) fn load_status(&self, id: &str) -> Result<(ContainerState, Status)> {
+        let state = self.store.load(id)?;
+        let status = state.status(&self.store.dir(id));
+        Ok((state, status))
+    }
+
+    /// A container's state, or an error saying why a stopped one cannot `action`.
+    pub(crate) fn load_live(&self, id: &str, action: &str) -> Result<ContainerState> {
+        let (state, status) = self.load_status(id)?;
+        if status == Status::Stopped {
+            return Err(RuntimeError::WrongStatus {
+                id: id.into(),
+                status: status.as_str(),
+                action: action.into(),
+            });
+        }
+        Ok(state)
+    }
+
     /// `ps`: pids in the container's cgroup.
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
         let state = self.store.load(id)?;
-        Ok(state.cgroup.clone().pids()?)
+        Ok(state.cgroup.pids()?)
     }
 
     /// `update`: applies new `linux.resources` to a live container's cgroup.
     /// Returns warnings for settings this kernel has no file for.
     pub fn update(&self, id: &str, res: &oci_spec::runtime::LinuxResources) -> Result<Vec<String>> {
         let _lock = self.store.lock(id)?;
-        let state = self.store.load(id)?;
-        let status = state.status(&self.store.dir(id));
-        if status == Status::Stopped {
-            return Err(RuntimeError::WrongStatus {
-                id: id.into(),
-                status: status.as_str(),
-                action: "a stopped container has no cgroup to update".into(),
-            });
-        }
+        let state = self.load_live(id, "a stopped container has no cgroup to update")?;
         Ok(hako_cgroups::resources::apply(&state.cgroup, res)?)
     }
 
     /// `events --stats`: the cgroup's usage statistics.
     pub fn stats(&self, id: &str) -> Result<hako_cgroups::stats::Stats> {
-        let state = self.store.load(id)?;
-        let status = state.status(&self.store.dir(id));
-        if status == Status::Stopped {
-            return Err(RuntimeError::WrongStatus {
-                id: id.into(),
-                status: status.as_str(),
-                action: "a stopped container has no statistics".into(),
-            });
-        }
+        let state = self.load_live(id, "a stopped container has no statistics")?;
         Ok(hako_cgroups::stats::read(&state.cgroup))
     }
 
@@ -686,8 +692,7 @@ impl Runtime {
     /// `pause` / `resume`.
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
         let _lock = self.store.lock(id)?;
-        let state = self.store.load(id)?;
-        let status = state.status(&self.store.dir(id));
+        let (state, status) = self.load_status(id)?;
         let ok = if paused {
             status == Status::Running
         } else {
@@ -938,11 +943,9 @@ impl SignalForwarder {
                 }
                 continue;
             }
-            if sig == libc::SIGWINCH || sig == libc::SIGURG {
-                // Terminal size is handled by the console proxy; SIGURG is noise.
-                if sig == libc::SIGURG {
-                    continue;
-                }
+            if sig == libc::SIGURG {
+                // Go runtimes use SIGURG for preemption: noise, not a request.
+                continue;
             }
             // SAFETY: kill with integer arguments.
             unsafe { libc::kill(pid, sig) };
@@ -955,10 +958,4 @@ impl Drop for SignalForwarder {
         // SAFETY: unblocking the set we blocked.
         unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
     }
-}
-
-/// Is the fd a terminal?
-pub fn is_tty(fd: &impl AsRawFd) -> bool {
-    // SAFETY: isatty on any fd number is sound.
-    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
 }

@@ -67,8 +67,7 @@ impl Runtime {
     /// Runs `opts.process` in container `id`. Returns its exit code, or 0
     /// right after it started with `detach`.
     pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32> {
-        let state = self.store.load(id)?;
-        let status = state.status(&self.store.dir(id));
+        let (state, status) = self.load_status(id)?;
         if !matches!(status, Status::Running | Status::Created) {
             return Err(RuntimeError::WrongStatus {
                 id: id.into(),

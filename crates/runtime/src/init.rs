@@ -309,12 +309,8 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     // From here on `start` is waiting on the exec status fifo for the
     // outcome: an error message, or EOF once execve closed it.
     let fail = |msg: String| -> ! {
-        let _ = std::fs::File::from(
-            args.exec_status
-                .try_clone()
-                .unwrap_or_else(|_| sys::exit_now(127)),
-        )
-        .write_all(msg.as_bytes());
+        // SAFETY: writing a valid buffer to our own open fifo fd.
+        unsafe { libc::write(args.exec_status.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
         sys::exit_now(127)
     };
     let start_hooks = hooks::of(spec, |h| h.start_container());

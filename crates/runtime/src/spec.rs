@@ -173,9 +173,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
                 ));
             }
         }
-        if process.terminal() == Some(true) && process.console_size().is_some() {
-            // Accepted: applied to the pty.
-        }
     }
     if let Some(h) = spec.hostname() {
         if !h.is_empty() && !has_private_namespace(spec, LinuxNamespaceType::Uts) {
@@ -372,14 +369,6 @@ pub fn has_new_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
         .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ && n.path().is_none()))
-}
-
-/// True when linux.namespaces lists `typ` (new or joined).
-pub fn has_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! we need them. Each wrapper is safe: it takes Rust types, checks the
 //! result, and returns `std::io::Error` from errno.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -303,11 +303,6 @@ pub fn mount_flags(fd: &impl AsRawFd) -> io::Result<u64> {
     let ret = unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) };
     check(ret as libc::c_long)?;
     Ok(st.f_flag)
-}
-
-/// Turns a C string from the kernel into a String.
-pub fn cstr_to_string(c: &CStr) -> String {
-    c.to_string_lossy().into_owned()
 }
 
 /// `_exit(2)`: leaves the process without running destructors or atexit

@@ -346,3 +346,21 @@ fn no_pivot_enters_the_rootfs_with_move_and_chroot() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("/bin/busybox\n"), "{text}");
 }
+
+#[test]
+fn run_keep_leaves_a_stopped_container_to_delete() {
+    let rt = Runtime::new();
+    let b = Bundle::new(&["sh", "-c", "exit 4"]);
+    let id = unique("keep");
+    let out = rt.run(&[
+        "run",
+        "--keep",
+        "--bundle",
+        &b.path().to_string_lossy(),
+        &id,
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(rt.status(&id), "stopped");
+    rt.ok(&["delete", &id]);
+    assert!(!rt.has_state(&id));
+}
