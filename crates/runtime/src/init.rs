@@ -159,6 +159,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     namespaces::unshare(plan.unshare_flags)?;
     if plan.new_time {
         write_time_offsets(spec)?;
+        namespaces::enter_children_time_namespace()?;
     }
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).map_err(|e| sys_err(format!("sethostname({h})"))(e.into()))?;

@@ -205,6 +205,18 @@ pub fn join(ns: &OpenNamespace) -> Result<(), NamespaceError> {
     Ok(())
 }
 
+/// Moves this process into the time namespace its children would get.
+///
+/// unshare(CLONE_NEWTIME) affects children only, and its offsets can be
+/// set only until a process is in it. Kernels since 6.x also switch on
+/// execve, older ones (Debian 12's 6.1) do not; entering explicitly after
+/// the offsets are written works on both.
+pub fn enter_children_time_namespace() -> Result<(), NamespaceError> {
+    let path = std::path::Path::new("/proc/self/ns/time_for_children");
+    let ns = open(LinuxNamespaceType::Time, path)?;
+    join(&ns)
+}
+
 /// unshare(2) with `flags`.
 pub fn unshare(flags: u64) -> Result<(), NamespaceError> {
     if flags == 0 {

@@ -49,13 +49,50 @@ fn hierarchies() -> Vec<(PathBuf, String)> {
     out
 }
 
-/// The directory of an absolute cgroup path in the hierarchy carrying `controller`.
-fn dir_for(controller: &str, cgroup: &str) -> PathBuf {
-    let (mount, _) = hierarchies()
-        .into_iter()
-        .find(|(_, c)| c.split(',').any(|x| x == controller))
+/// True when `controller` lives on cgroup2 here (no v1 hierarchy has it):
+/// always on cgroup2-only hosts (see scripts/vm-test.sh), `hugetlb` on some
+/// hybrid ones. The freezer of cgroup2 is its core `cgroup.freeze` file.
+fn on_v2(controller: &str) -> bool {
+    let hs = hierarchies();
+    if hs
+        .iter()
+        .any(|(_, c)| c.split(',').any(|x| x == controller))
+    {
+        return false;
+    }
+    let (mount, _) = hs
+        .iter()
+        .find(|(_, c)| c.is_empty())
         .unwrap_or_else(|| panic!("no hierarchy with {controller}"));
+    let enabled = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+    assert!(
+        controller == "freezer" || enabled.split_whitespace().any(|c| c == controller),
+        "no hierarchy with {controller} (cgroup2 has: {enabled})"
+    );
+    true
+}
+
+/// The directory of an absolute cgroup path in the hierarchy carrying
+/// `controller`: its v1 hierarchy, or the cgroup2 directory.
+fn dir_for(controller: &str, cgroup: &str) -> PathBuf {
+    let hs = hierarchies();
+    let want_v2 = on_v2(controller);
+    let (mount, _) = hs
+        .into_iter()
+        .find(|(_, c)| {
+            if want_v2 {
+                c.is_empty()
+            } else {
+                c.split(',').any(|x| x == controller)
+            }
+        })
+        .expect("hierarchy");
     mount.join(cgroup.trim_start_matches('/'))
+}
+
+/// runc's conversion of cpu shares to cgroup2's cpu.weight.
+fn weight_of_shares(shares: u64) -> u64 {
+    1 + ((shares - 2) * 9999) / 262_142
 }
 
 fn read_trim(dir: &Path, file: &str) -> String {
@@ -141,19 +178,26 @@ fn memory_pids_and_cpu_limits() {
     let id = unique("limits");
     run_detached(&rt, &b, &id);
     let mem = dir_for("memory", &path);
-    assert_eq!(
-        read_trim(&mem, "memory.limit_in_bytes"),
-        (64u64 << 20).to_string()
-    );
-    assert_eq!(
-        read_trim(&mem, "memory.soft_limit_in_bytes"),
-        (32u64 << 20).to_string()
-    );
+    let (limit_file, reservation_file) = if on_v2("memory") {
+        ("memory.max", "memory.low")
+    } else {
+        ("memory.limit_in_bytes", "memory.soft_limit_in_bytes")
+    };
+    assert_eq!(read_trim(&mem, limit_file), (64u64 << 20).to_string());
+    assert_eq!(read_trim(&mem, reservation_file), (32u64 << 20).to_string());
     assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "42");
     let cpu = dir_for("cpu", &path);
-    assert_eq!(read_trim(&cpu, "cpu.shares"), "512");
-    assert_eq!(read_trim(&cpu, "cpu.cfs_quota_us"), "25000");
-    assert_eq!(read_trim(&cpu, "cpu.cfs_period_us"), "100000");
+    if on_v2("cpu") {
+        assert_eq!(
+            read_trim(&cpu, "cpu.weight"),
+            weight_of_shares(512).to_string()
+        );
+        assert_eq!(read_trim(&cpu, "cpu.max"), "25000 100000");
+    } else {
+        assert_eq!(read_trim(&cpu, "cpu.shares"), "512");
+        assert_eq!(read_trim(&cpu, "cpu.cfs_quota_us"), "25000");
+        assert_eq!(read_trim(&cpu, "cpu.cfs_period_us"), "100000");
+    }
     rt.ok(&["delete", "--force", &id]);
 
     // Without resources the controllers keep their defaults.
@@ -162,7 +206,7 @@ fn memory_pids_and_cpu_limits() {
     run_detached(&rt, &b, &id);
     assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "max");
     assert_ne!(
-        read_trim(&dir_for("memory", &path), "memory.limit_in_bytes"),
+        read_trim(&dir_for("memory", &path), limit_file),
         (64u64 << 20).to_string()
     );
     rt.ok(&["delete", "--force", &id]);
@@ -281,11 +325,11 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 /// Thaws a freezer cgroup on drop, so a failing test does not leave a
 /// frozen, unkillable container behind.
-struct Thaw(PathBuf);
+struct Thaw(PathBuf, &'static str);
 
 impl Drop for Thaw {
     fn drop(&mut self) {
-        let _ = std::fs::write(&self.0, "THAWED");
+        let _ = std::fs::write(&self.0, self.1);
     }
 }
 
@@ -296,14 +340,23 @@ fn pause_and_resume() {
     let id = unique("pause");
     let pid = run_detached(&rt, &b, &id);
     let freezer = dir_for("freezer", &path);
-    let _thaw = Thaw(freezer.join("freezer.state"));
+    let v2 = on_v2("freezer");
+    let (state_file, frozen, thawed) = if v2 {
+        ("cgroup.freeze", "1", "0")
+    } else {
+        ("freezer.state", "FROZEN", "THAWED")
+    };
+    let _thaw = Thaw(freezer.join(state_file), thawed);
     let pause_wait = std::time::Duration::from_millis(300);
 
     let err = rt.fails(&["resume", &id]);
     assert!(err.contains("running"), "{err}");
     rt.ok(&["pause", &id]);
     assert_eq!(rt.status(&id), "paused");
-    assert_eq!(read_trim(&freezer, "freezer.state"), "FROZEN");
+    assert_eq!(read_trim(&freezer, state_file), frozen);
+    if v2 {
+        assert!(read_trim(&freezer, "cgroup.events").contains("frozen 1"));
+    }
     let before = cpu_ticks(pid);
     std::thread::sleep(pause_wait);
     assert_eq!(cpu_ticks(pid), before, "a paused container used CPU");
@@ -314,7 +367,7 @@ fn pause_and_resume() {
 
     rt.ok(&["resume", &id]);
     assert_eq!(rt.status(&id), "running");
-    assert_eq!(read_trim(&freezer, "freezer.state"), "THAWED");
+    assert_eq!(read_trim(&freezer, state_file), thawed);
     let before = cpu_ticks(pid);
     std::thread::sleep(pause_wait);
     assert!(cpu_ticks(pid) > before, "a resumed container did not run");
@@ -333,7 +386,9 @@ fn pause_and_resume() {
 #[test]
 fn cgroup_mount_inside_the_container_is_read_only() {
     let rt = Runtime::new();
-    let mut b = sh("ls /sys/fs/cgroup; echo 1 > /sys/fs/cgroup/pids/pids.max 2>/dev/null; echo write=$?; cat /sys/fs/cgroup/pids/pids.max");
+    // On v1 and hybrid hosts each hierarchy is a directory; on cgroup2 the
+    // container's own cgroup is the mount itself.
+    let mut b = sh("ls /sys/fs/cgroup; f=/sys/fs/cgroup/pids/pids.max; [ -e $f ] || f=/sys/fs/cgroup/pids.max; echo 1 > $f 2>/dev/null; echo write=$?; cat $f");
     b.edit(|c| c["linux"]["resources"]["pids"] = json!({"limit": 77}));
     let out = run_ok(&rt, &b, &unique("cgmount"));
     for (mount, ctrls) in hierarchies() {
@@ -437,12 +492,24 @@ fn update_changes_live_limits() {
         "512",
         &id,
     ]);
+    let limit_file = if on_v2("memory") {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
     assert_eq!(
-        read_trim(&dir_for("memory", &path), "memory.limit_in_bytes"),
+        read_trim(&dir_for("memory", &path), limit_file),
         (64u64 << 20).to_string()
     );
     assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "50");
-    assert_eq!(read_trim(&dir_for("cpu", &path), "cpu.shares"), "512");
+    if on_v2("cpu") {
+        assert_eq!(
+            read_trim(&dir_for("cpu", &path), "cpu.weight"),
+            weight_of_shares(512).to_string()
+        );
+    } else {
+        assert_eq!(read_trim(&dir_for("cpu", &path), "cpu.shares"), "512");
+    }
 
     let mut child = rt
         .cmd(&["update", "--resources", "-", &id])
@@ -458,10 +525,7 @@ fn update_changes_live_limits() {
     }
     assert!(child.wait().expect("wait").success());
     assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "20");
-    assert_eq!(
-        read_trim(&dir_for("memory", &path), "memory.limit_in_bytes"),
-        "33554432"
-    );
+    assert_eq!(read_trim(&dir_for("memory", &path), limit_file), "33554432");
 
     let err = rt.fails(&["update", "--memory", "lots", &id]);
     assert!(err.contains("--memory"), "{err}");
@@ -555,6 +619,12 @@ fn oom_kill_is_reported_as_an_event() {
         "no oom event in {text}"
     );
     assert!(events.iter().any(|e| e["type"] == "stats"));
-    assert!(read_trim(&dir_for("memory", &path), "memory.oom_control").contains("oom_kill 1"));
+    let events_file = if on_v2("memory") {
+        "memory.events"
+    } else {
+        "memory.oom_control"
+    };
+    let events = read_trim(&dir_for("memory", &path), events_file);
+    assert!(events.contains("oom_kill 1"), "{events_file}: {events}");
     rt.ok(&["delete", &id]);
 }
