@@ -9,11 +9,22 @@ PKGS=(
   containerd       # containerd + ctr, driving hako-runtime through its runc shim
   hyperfine        # benchmarks
 )
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# The cgroup2-only VM of scripts/vm-test.sh (no recommends: no firmware,
+# no GUI bits).
+VM_PKGS=(qemu-system-x86 linux-image-amd64 cpio dash)
+missing() {
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+mapfile -t want < <(missing "${PKGS[@]}")
+mapfile -t want_vm < <(missing "${VM_PKGS[@]}")
+if [ ${#want[@]} -gt 0 ] || [ ${#want_vm[@]} -gt 0 ]; then
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+if [ ${#want[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${want[@]}"
+fi
+if [ ${#want_vm[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${want_vm[@]}"
 fi

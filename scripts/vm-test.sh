@@ -68,7 +68,7 @@ ln -sf dash "$root/bin/sh"
 # veth, overlayfs.
 kver=$(basename "$kernel" | sed 's/^vmlinuz-//')
 mkdir -p "$root/modules"
-for m in drivers/net/dummy drivers/net/veth fs/overlayfs/overlay; do
+for m in drivers/net/dummy drivers/net/veth fs/overlayfs/overlay drivers/block/brd; do
   f=/lib/modules/$kver/kernel/$m.ko
   [ -e "$f" ] && cp "$f" "$root/modules/"
 done
@@ -103,11 +103,12 @@ mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
   echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || echo "vm: cannot enable $c"
 done
-for m in /modules/*.ko; do [ -e "$m" ] && insmod "$m"; done
+for m in /modules/*.ko; do [ -e "$m" ] && insmod "$m" $( [ "${m##*/}" = brd.ko ] && echo rd_nr=1 rd_size=8192); done
 ip link set lo up 2>/dev/null
 ip link add dummy0 type dummy 2>/dev/null && ip link set dummy0 up
 echo "vm: kernel $(uname -r); cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 grep -c cgroup /proc/self/mountinfo | sed 's/^/vm: cgroup mounts: /'
+echo "vm: block devices: $(ls /sys/block | tr '\n' ' ')"
 export HAKO_RUNTIME=/hako/hako-runtime RUST_BACKTRACE=1
 . /hako/run-tests
 echo "HAKO-VM-EXIT=$rc"
