@@ -45,9 +45,38 @@ pub enum CgroupError {
     /// A resource setting is not supported by this host's cgroup layout.
     #[error("linux.resources.{field}: {reason}")]
     Unsupported { field: &'static str, reason: String },
+    /// A device rule (from the config or in the v1 text form) is malformed.
+    #[error("device rule {rule}: {reason}")]
+    InvalidDeviceRule { rule: String, reason: String },
+    /// A `bpf(2)` command for the device filter of a cgroup2 directory failed.
+    #[error("device filter of cgroup {path}: bpf({command}): {source}")]
+    Bpf {
+        path: PathBuf,
+        command: &'static str,
+        source: std::io::Error,
+    },
+    /// The kernel refused to load the device filter program for a cgroup2
+    /// directory; the verifier log says why.
+    #[error(
+        "device filter of cgroup {path}: bpf(BPF_PROG_LOAD): {source}{}",
+        verifier_log(log)
+    )]
+    BpfVerifier {
+        path: PathBuf,
+        source: std::io::Error,
+        log: String,
+    },
     /// A systemd cgroup driver was asked for where systemd does not run.
     #[error("systemd cgroup driver requested (--systemd-cgroup) but systemd is not running on this host (/run/systemd/system is absent)")]
     NoSystemd,
+}
+
+fn verifier_log(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("; verifier log:\n{log}")
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CgroupError>;

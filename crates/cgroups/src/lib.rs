@@ -14,10 +14,13 @@
 //! - [`layout`]: which hierarchies are mounted where.
 //! - [`fs`]: small file helpers for cgroupfs writes.
 //! - [`cgroup`]: the [`Cgroup`] type: create, place, freeze, remove.
+//! - [`devices`]: device rules, enforced by the v1 devices controller or an
+//!   eBPF program on cgroup2 (compiler in [`devices::program`]).
 //! - [`resources`]: translation of OCI `linux.resources` into file writes.
 //! - [`stats`]: usage statistics (what `events --stats` prints).
 
 pub mod cgroup;
+pub mod devices;
 pub mod error;
 pub mod fs;
 pub mod layout;

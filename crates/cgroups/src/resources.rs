@@ -6,13 +6,13 @@
 //! v2 the way runc and crun do (shares → weight, blkio weight → io.weight,
 //! memory+swap → swap alone). A setting whose control file this kernel lacks
 //! is returned as a warning when it is optional (kernel memory, blkio weight,
-//! net_cls) and an error otherwise.
+//! net_cls) and an error otherwise. Device rules are not written here but
+//! by [`crate::devices`].
 
 use std::path::Path;
 
 use oci_spec::runtime::{
-    LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit, LinuxMemory,
-    LinuxNetwork, LinuxResources,
+    LinuxBlockIo, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxNetwork, LinuxResources,
 };
 
 use crate::cgroup::Cgroup;
@@ -56,8 +56,13 @@ fn write_optional(dir: &Path, file: &str, value: &str, warnings: &mut Vec<String
     }
 }
 
-/// Applies every set field of `res`. Returns warnings for settings ignored
-/// because this kernel has no file for them.
+/// Applies every set field of `res` except `devices`. Returns warnings for
+/// settings ignored because this kernel has no file for them.
+///
+/// `devices` is left to [`crate::devices::apply`]: a container's device
+/// rules are its `devices` plus the default devices and its `linux.devices`
+/// ([`crate::devices::container_rules`]), which this document alone does
+/// not have, and they replace the previous rules as a whole.
 pub fn apply(cg: &Cgroup, res: &LinuxResources) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     if let Some(m) = res.memory() {
@@ -85,9 +90,6 @@ pub fn apply(cg: &Cgroup, res: &LinuxResources) -> Result<Vec<String>> {
     }
     if let Some(n) = res.network() {
         network(cg, n, &mut warnings)?;
-    }
-    if let Some(d) = res.devices() {
-        devices(cg, d, &mut warnings)?;
     }
     if let Some(rdma) = res.rdma() {
         let dir = match target(cg, "rdma", "rdma") {
@@ -449,81 +451,6 @@ fn network(cg: &Cgroup, n: &LinuxNetwork, warnings: &mut Vec<String>) -> Result<
             }
             None => warnings.push("network.priorities: no net_prio controller; ignored".into()),
         }
-    }
-    Ok(())
-}
-
-/// A device rule as the v1 devices controller spells it: `c 1:3 rwm`.
-pub fn device_rule(d: &LinuxDeviceCgroup) -> String {
-    let typ = match d.typ() {
-        Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => "c",
-        Some(LinuxDeviceType::B) => "b",
-        Some(LinuxDeviceType::P) => "p",
-        Some(LinuxDeviceType::A) | None => "a",
-    };
-    let num = |n: Option<i64>| match n {
-        Some(v) if v >= 0 => v.to_string(),
-        _ => "*".to_string(),
-    };
-    let access = d.access().clone().unwrap_or_else(|| "rwm".to_string());
-    format!("{typ} {}:{} {access}", num(d.major()), num(d.minor()))
-}
-
-/// The devices every container may use (runc's list): null, zero, full,
-/// tty, random, urandom, ptmx, the pty slaves and /dev/console.
-pub const DEFAULT_ALLOWED_DEVICES: &[&str] = &[
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 5:0 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-    "c 5:1 rwm",
-];
-
-fn devices(cg: &Cgroup, rules: &[LinuxDeviceCgroup], warnings: &mut Vec<String>) -> Result<()> {
-    let Some(d) = cg.dir_for("devices") else {
-        if !rules.is_empty() {
-            warnings.push(
-                "devices: cgroup2 device filtering (eBPF) is not implemented yet; rules not enforced"
-                    .into(),
-            );
-        }
-        return Ok(());
-    };
-    for r in rules {
-        for access in r.access().iter() {
-            if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
-                return Err(CgroupError::Unsupported {
-                    field: "devices.access",
-                    reason: format!("{access:?} must be a combination of r, w and m"),
-                });
-            }
-        }
-        let file = if r.allow() {
-            "devices.allow"
-        } else {
-            "devices.deny"
-        };
-        write_file(d, file, &device_rule(r))?;
-    }
-    Ok(())
-}
-
-/// Allows the default devices plus `extra` rules (the container's
-/// `linux.devices`) in the v1 devices controller, after the config's rules.
-pub fn allow_devices(cg: &Cgroup, extra: &[String]) -> Result<()> {
-    let Some(d) = cg.dir_for("devices") else {
-        return Ok(());
-    };
-    for rule in DEFAULT_ALLOWED_DEVICES
-        .iter()
-        .map(|s| s.to_string())
-        .chain(extra.iter().cloned())
-    {
-        write_file(d, "devices.allow", &rule)?;
     }
     Ok(())
 }

@@ -208,32 +208,27 @@ impl Runtime {
         std::fs::write(dir.join("config.json"), &raw)
             .map_err(sys_err(format!("writing {}/config.json", dir.display())))?;
 
-        // cgroup
+        // cgroup. The device rules are checked before anything is made.
+        let resources = linux.and_then(|l| l.resources().as_ref());
+        let device_rules = hako_cgroups::devices::container_rules(
+            resources
+                .and_then(|r| r.devices().as_deref())
+                .unwrap_or(&[]),
+            linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]),
+        )?;
         let layout = Layout::detect()?;
         let cg_path =
             CgroupPath::from_config(linux.and_then(|l| l.cgroups_path().as_deref()), &opts.id)?;
         let cgroup = Cgroup::create(&layout, &cg_path)?;
         guard.cgroup = Some(cgroup.clone());
-        if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
+        if let Some(res) = resources {
             for w in hako_cgroups::resources::apply(&cgroup, res)? {
                 crate::warn!("{w}");
             }
         }
-        let extra_devices: Vec<String> = linux
-            .and_then(|l| l.devices().as_deref())
-            .unwrap_or(&[])
-            .iter()
-            // The devices cgroup knows only char and block devices.
-            .filter(|d| d.typ() != oci_spec::runtime::LinuxDeviceType::P)
-            .map(|d| {
-                let t = match d.typ() {
-                    oci_spec::runtime::LinuxDeviceType::B => "b",
-                    _ => "c",
-                };
-                format!("{t} {}:{} rwm", d.major(), d.minor())
-            })
-            .collect();
-        hako_cgroups::resources::allow_devices(&cgroup, &extra_devices)?;
+        for w in hako_cgroups::devices::apply(&cgroup, &device_rules)? {
+            crate::warn!("{w}");
+        }
 
         // exec fifo: init holds it open read-write and blocks reading it.
         let fifo_path = dir.join("exec.fifo");
@@ -671,10 +666,33 @@ impl Runtime {
 
     /// `update`: applies new `linux.resources` to a live container's cgroup.
     /// Returns warnings for settings this kernel has no file for.
+    ///
+    /// `devices`, when given, replaces the container's device rules: the
+    /// new list, then the default devices and the container's own
+    /// `linux.devices` (from its saved config), as at create.
     pub fn update(&self, id: &str, res: &oci_spec::runtime::LinuxResources) -> Result<Vec<String>> {
         let _lock = self.store.lock(id)?;
         let state = self.load_live(id, "a stopped container has no cgroup to update")?;
-        Ok(hako_cgroups::resources::apply(&state.cgroup, res)?)
+        let device_rules = match res.devices() {
+            Some(devices) => {
+                let config = self.frozen_config(id, &state)?;
+                let nodes = config
+                    .spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.devices().clone());
+                Some(hako_cgroups::devices::container_rules(
+                    devices,
+                    nodes.as_deref().unwrap_or(&[]),
+                )?)
+            }
+            None => None,
+        };
+        let mut warnings = hako_cgroups::resources::apply(&state.cgroup, res)?;
+        if let Some(rules) = device_rules {
+            warnings.extend(hako_cgroups::devices::apply(&state.cgroup, &rules)?);
+        }
+        Ok(warnings)
     }
 
     /// `events --stats`: the cgroup's usage statistics.
