@@ -137,9 +137,37 @@ fn limit_value(v: i64) -> String {
     }
 }
 
+/// `checkBeforeUpdate`: refuses a memory limit below what the cgroup
+/// already uses, instead of letting the kernel reclaim or OOM-kill.
+fn check_limit_above_usage(dir: &Path, usage_file: &str, m: &LinuxMemory) -> Result<()> {
+    let Some(limit) = m.limit().filter(|l| *l > 0) else {
+        return Ok(());
+    };
+    if m.check_before_update() != Some(true) {
+        return Ok(());
+    }
+    let path = dir.join(usage_file);
+    let text = std::fs::read_to_string(&path).map_err(|source| CgroupError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let usage: i64 = text.trim().parse().unwrap_or(0);
+    if limit < usage {
+        return Err(CgroupError::Unsupported {
+            field: "memory.limit",
+            reason: format!(
+                "{limit} is below the current usage {usage} ({}) and checkBeforeUpdate is set",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn memory(cg: &Cgroup, m: &LinuxMemory, warnings: &mut Vec<String>) -> Result<()> {
     match target(cg, "memory", "memory") {
         Some(Target::V1(d)) => {
+            check_limit_above_usage(d, "memory.usage_in_bytes", m)?;
             // memsw must stay >= limit: when raising both, swap goes first.
             let set_limit = |d: &Path| -> Result<()> {
                 if let Some(l) = m.limit() {
@@ -187,6 +215,7 @@ fn memory(cg: &Cgroup, m: &LinuxMemory, warnings: &mut Vec<String>) -> Result<()
             }
         }
         Some(Target::V2(d)) => {
+            check_limit_above_usage(d, "memory.current", m)?;
             if let Some(r) = m.reservation() {
                 write_file(d, "memory.low", &limit_value(r))?;
             }
@@ -383,6 +412,14 @@ fn block_io(cg: &Cgroup, b: &LinuxBlockIo, warnings: &mut Vec<String>) -> Result
                     let v = format!("{}:{} {}", wd.major(), wd.minor(), blkio_weight_to_io(w));
                     write_optional(d, "io.weight", &v, warnings)?;
                 }
+            }
+            let leaf = b.leaf_weight().is_some()
+                || b.weight_device()
+                    .iter()
+                    .flatten()
+                    .any(|wd| wd.leaf_weight().is_some());
+            if leaf {
+                warnings.push("blockIO leaf weights have no cgroup2 equivalent; ignored".into());
             }
             let throttles = [
                 ("rbps", b.throttle_read_bps_device()),

@@ -192,6 +192,12 @@ struct UpdateArgs {
     cpu_rt_period: Option<u64>,
     #[arg(long = "cpu-rt-runtime")]
     cpu_rt_runtime: Option<i64>,
+    /// cgroup2 cpu.idle: 1 runs the container at SCHED_IDLE priority.
+    #[arg(long = "cpu-idle", allow_hyphen_values = true)]
+    cpu_idle: Option<i64>,
+    /// CFS burst in microseconds.
+    #[arg(long = "cpu-burst")]
+    cpu_burst: Option<u64>,
     #[arg(long = "cpuset-cpus")]
     cpuset_cpus: Option<String>,
     #[arg(long = "cpuset-mems")]
@@ -771,6 +777,8 @@ fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources,
     put("period", a.cpu_period.map(|v| json!(v)));
     put("realtimeRuntime", a.cpu_rt_runtime.map(|v| json!(v)));
     put("realtimePeriod", a.cpu_rt_period.map(|v| json!(v)));
+    put("idle", a.cpu_idle.map(|v| json!(v)));
+    put("burst", a.cpu_burst.map(|v| json!(v)));
     put("cpus", a.cpuset_cpus.clone().map(Value::String));
     put("mems", a.cpuset_mems.clone().map(Value::String));
     let mut res = Map::new();

@@ -72,6 +72,13 @@ fn on_v2(controller: &str) -> bool {
     true
 }
 
+/// True when a v1 hierarchy carries `controller`.
+fn has_v1(controller: &str) -> bool {
+    hierarchies()
+        .iter()
+        .any(|(_, c)| c.split(',').any(|x| x == controller))
+}
+
 /// The directory of an absolute cgroup path in the hierarchy carrying
 /// `controller`: its v1 hierarchy, or the cgroup2 directory.
 fn dir_for(controller: &str, cgroup: &str) -> PathBuf {
@@ -627,4 +634,288 @@ fn oom_kill_is_reported_as_an_event() {
     let events = read_trim(&dir_for("memory", &path), events_file);
     assert!(events.contains("oom_kill 1"), "{events_file}: {events}");
     rt.ok(&["delete", &id]);
+}
+
+/// A whole block device of this machine (major, minor) for blkio rules:
+/// a disk if there is one, else a RAM disk or loop device.
+fn a_block_device() -> Option<(u64, u64)> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("zram"))
+        .collect();
+    let rank = |n: &str| match n {
+        _ if ["vd", "sd", "nvme", "xvd"].iter().any(|p| n.starts_with(p)) => 0,
+        _ if n.starts_with("ram") => 1,
+        _ => 2,
+    };
+    names.sort_by_key(|n| (rank(n), n.clone()));
+    let dev = std::fs::read_to_string(format!("/sys/block/{}/dev", names.first()?)).ok()?;
+    let (major, minor) = dev.trim().split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Every `linux.resources` field lands in its control file, on v1, hybrid
+/// and cgroup2 hosts alike (settings a kernel has no file for are warnings).
+#[test]
+fn every_resource_lands_in_its_file() {
+    let rt = Runtime::new();
+    let (mut b, path) = with_cgroup(&["sleep", "100"]);
+    let hugepages = std::path::Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists();
+    let device = a_block_device();
+    b.edit(|c| {
+        let r = &mut c["linux"]["resources"];
+        r["memory"] = json!({"limit": 128 << 20, "reservation": 64 << 20, "swap": 256 << 20,
+                             "swappiness": 10});
+        r["cpu"] = json!({"shares": 512, "quota": 30000, "period": 100000, "burst": 10000,
+                          "cpus": "0", "mems": "0"});
+        r["pids"] = json!({"limit": 99});
+        r["unified"] = json!({"cgroup.max.descendants": "7"});
+        if hugepages {
+            r["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 4 << 20}]);
+        }
+        if let Some((major, minor)) = device {
+            r["blockIO"] = json!({
+                "weight": 500,
+                "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1 << 20}],
+                "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}],
+            });
+        }
+    });
+    let id = unique("allres");
+    run_detached(&rt, &b, &id);
+
+    let mem = dir_for("memory", &path);
+    if on_v2("memory") {
+        assert_eq!(read_trim(&mem, "memory.max"), (128u64 << 20).to_string());
+        assert_eq!(read_trim(&mem, "memory.low"), (64u64 << 20).to_string());
+        // OCI's swap is memory+swap; cgroup2's is swap alone.
+        if mem.join("memory.swap.max").exists() {
+            assert_eq!(
+                read_trim(&mem, "memory.swap.max"),
+                (128u64 << 20).to_string()
+            );
+        }
+    } else {
+        assert_eq!(
+            read_trim(&mem, "memory.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+        assert_eq!(
+            read_trim(&mem, "memory.soft_limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        if mem.join("memory.memsw.limit_in_bytes").exists() {
+            assert_eq!(
+                read_trim(&mem, "memory.memsw.limit_in_bytes"),
+                (256u64 << 20).to_string()
+            );
+        }
+        assert_eq!(read_trim(&mem, "memory.swappiness"), "10");
+    }
+
+    let cpu = dir_for("cpu", &path);
+    if on_v2("cpu") {
+        assert_eq!(read_trim(&cpu, "cpu.max"), "30000 100000");
+        assert_eq!(read_trim(&cpu, "cpu.max.burst"), "10000");
+    } else {
+        assert_eq!(read_trim(&cpu, "cpu.shares"), "512");
+        assert_eq!(read_trim(&cpu, "cpu.cfs_quota_us"), "30000");
+        assert_eq!(read_trim(&cpu, "cpu.cfs_period_us"), "100000");
+        if cpu.join("cpu.cfs_burst_us").exists() {
+            assert_eq!(read_trim(&cpu, "cpu.cfs_burst_us"), "10000");
+        }
+    }
+    let cpuset = dir_for("cpuset", &path);
+    assert_eq!(read_trim(&cpuset, "cpuset.cpus"), "0");
+    assert_eq!(read_trim(&cpuset, "cpuset.mems"), "0");
+    assert_eq!(read_trim(&dir_for("pids", &path), "pids.max"), "99");
+    let (unified, _) = hierarchies()
+        .into_iter()
+        .find(|(_, c)| c.is_empty())
+        .expect("a cgroup2 mount (hybrid or unified)");
+    let unified = unified.join(path.trim_start_matches('/'));
+    assert_eq!(read_trim(&unified, "cgroup.max.descendants"), "7");
+    if hugepages {
+        let file = if on_v2("hugetlb") {
+            "hugetlb.2MB.max"
+        } else {
+            "hugetlb.2MB.limit_in_bytes"
+        };
+        assert_eq!(
+            read_trim(&dir_for("hugetlb", &path), file),
+            (4u64 << 20).to_string()
+        );
+    }
+    if let Some((major, minor)) = device {
+        let dev = format!("{major}:{minor}");
+        if !has_v1("blkio") {
+            let io = dir_for("io", &path);
+            let max = read_trim(&io, "io.max");
+            assert!(
+                max.lines()
+                    .any(|l| l == format!("{dev} rbps=1048576 wbps=max riops=max wiops=100")),
+                "io.max: {max}"
+            );
+            if io.join("io.weight").exists() {
+                assert_eq!(read_trim(&io, "io.weight"), "default 4950");
+            }
+        } else {
+            let blkio = dir_for("blkio", &path);
+            assert_eq!(
+                read_trim(&blkio, "blkio.throttle.read_bps_device"),
+                format!("{dev} 1048576")
+            );
+            assert_eq!(
+                read_trim(&blkio, "blkio.throttle.write_iops_device"),
+                format!("{dev} 100")
+            );
+            if blkio.join("blkio.weight").exists() {
+                assert_eq!(read_trim(&blkio, "blkio.weight"), "500");
+            }
+        }
+    }
+    rt.ok(&["delete", "--force", &id]);
+}
+
+/// Realtime CPU limits exist on v1 only; cgroup2 refuses them clearly and
+/// leaves nothing behind.
+#[test]
+fn realtime_cpu_limits() {
+    let rt = Runtime::new();
+    let (mut b, path) = with_cgroup(&["true"]);
+    b.edit(|c| {
+        c["linux"]["resources"]["cpu"] = json!({"realtimePeriod": 1000000, "realtimeRuntime": 5000})
+    });
+    let id = unique("rt");
+    if on_v2("cpu") {
+        let err = rt.fails(&["create", "--bundle", &b.path().to_string_lossy(), &id]);
+        assert!(err.contains("realtime"), "{err}");
+        assert!(!rt.has_state(&id));
+        assert!(!dir_for("cpu", &path).exists());
+        return;
+    }
+    let cpu_root = dir_for("cpu", "/");
+    if !cpu_root.join("cpu.rt_runtime_us").exists() {
+        eprintln!("this kernel has no RT group scheduling; nothing to check");
+        return;
+    }
+    rt.ok(&["create", "--bundle", &b.path().to_string_lossy(), &id]);
+    let cpu = dir_for("cpu", &path);
+    assert_eq!(read_trim(&cpu, "cpu.rt_period_us"), "1000000");
+    assert_eq!(read_trim(&cpu, "cpu.rt_runtime_us"), "5000");
+    rt.ok(&["delete", "--force", &id]);
+}
+
+/// `checkBeforeUpdate` refuses a memory limit below current usage; the
+/// limit stays what it was.
+#[test]
+fn check_before_update_refuses_a_limit_below_usage() {
+    let rt = Runtime::new();
+    let (mut b, path) = with_cgroup(&[
+        "sh",
+        "-c",
+        "head -c 8000000 /dev/zero > /dev/shm/fill; sleep 100",
+    ]);
+    b.edit(|c| c["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}}));
+    let id = unique("cbu");
+    run_detached(&rt, &b, &id);
+    let limit_file = if on_v2("memory") {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let mem = dir_for("memory", &path);
+    let usage_file = if on_v2("memory") {
+        "memory.current"
+    } else {
+        "memory.usage_in_bytes"
+    };
+    assert!(wait_until(5, || read_trim(&mem, usage_file)
+        .parse::<u64>()
+        .unwrap_or(0)
+        > 7 << 20));
+    let doc = std::env::temp_dir().join(format!("{id}.json"));
+    std::fs::write(
+        &doc,
+        r#"{"memory": {"limit": 2097152, "checkBeforeUpdate": true}}"#,
+    )
+    .expect("write resources");
+    let err = rt.fails(&["update", "--resources", &doc.to_string_lossy(), &id]);
+    assert!(err.contains("checkBeforeUpdate"), "{err}");
+    assert_eq!(read_trim(&mem, limit_file), (64u64 << 20).to_string());
+    // A limit above the usage goes through.
+    std::fs::write(
+        &doc,
+        r#"{"memory": {"limit": 33554432, "checkBeforeUpdate": true}}"#,
+    )
+    .expect("write resources");
+    rt.ok(&["update", "--resources", &doc.to_string_lossy(), &id]);
+    assert_eq!(read_trim(&mem, limit_file), "33554432");
+    // runc's newer flags reach the cpu controller.
+    rt.ok(&["update", "--cpu-burst", "2000", "--cpu-quota", "20000", &id]);
+    let cpu = dir_for("cpu", &path);
+    if cpu.join("cpu.idle").exists() {
+        rt.ok(&["update", "--cpu-idle", "1", &id]);
+        assert_eq!(read_trim(&cpu, "cpu.idle"), "1");
+    }
+    if on_v2("cpu") {
+        assert_eq!(read_trim(&cpu, "cpu.max.burst"), "2000");
+    } else if cpu.join("cpu.cfs_burst_us").exists() {
+        assert_eq!(read_trim(&cpu, "cpu.cfs_burst_us"), "2000");
+    }
+    let _ = std::fs::remove_file(&doc);
+    rt.ok(&["delete", "--force", &id]);
+}
+
+/// A fork bomb stops at pids.max: the cgroup never holds more processes
+/// than the limit, the kernel counts refused forks, and `kill --all` plus
+/// delete clean the whole thing up.
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    let rt = Runtime::new();
+    // Every bomb process forks two more and then sleeps, so the survivors
+    // stay while later forks are refused; init only waits.
+    let (mut b, path) = with_cgroup(&[
+        "sh",
+        "-c",
+        "sleep 60 & b() { b & b & sleep 30; }; (b) 2>/dev/null; wait",
+    ]);
+    b.edit(|c| {
+        c["linux"]["resources"] = json!({"pids": {"limit": 25}});
+        drop_namespace(c, "pid");
+    });
+    let id = unique("bomb");
+    run_detached(&rt, &b, &id);
+    let pids_dir = dir_for("pids", &path);
+    let refused = || -> u64 {
+        read_trim(&pids_dir, "pids.events")
+            .strip_prefix("max ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(20, || refused() > 10),
+        "no fork was refused: pids.events {}",
+        read_trim(&pids_dir, "pids.events")
+    );
+    for _ in 0..10 {
+        let current: u64 = read_trim(&pids_dir, "pids.current")
+            .parse()
+            .expect("pids.current");
+        assert!(current <= 25, "{current} processes with pids.limit 25");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pids: Vec<i32> =
+        serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).expect("ps json");
+    assert!(pids.len() <= 25 && pids.len() > 1, "{pids:?}");
+    rt.ok(&["kill", "--all", &id, "KILL"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    assert!(
+        wait_until(5, || pids.iter().all(|p| !alive(*p))),
+        "bomb processes survived"
+    );
+    assert!(!pids_dir.exists(), "{} survived delete", pids_dir.display());
 }
