@@ -363,6 +363,16 @@ fn main() -> ExitCode {
         eprintln!("hako-runtime: --rootless must be auto, true or false");
         return ExitCode::from(1);
     }
+    // Commands whose processes enter a container run from a sealed copy
+    // of this binary (CVE-2019-5736); see hako_runtime::sealed_exe.
+    if matches!(
+        command,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+    ) {
+        if let Err(e) = hako_runtime::sealed_exe::reexec_sealed() {
+            log::log(log::Level::Warn, &e.to_string());
+        }
+    }
     let runtime = Runtime::new(cli.root.clone(), cli.systemd_cgroup);
     match dispatch(&runtime, command) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

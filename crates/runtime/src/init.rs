@@ -39,6 +39,9 @@ pub enum InitError {
     },
     #[error("sync with the runtime: {0}")]
     Sync(std::io::Error),
+    /// The working directory resolved outside the container's root.
+    #[error("process.cwd {} is outside the container's root filesystem", .0.display())]
+    CwdOutsideRoot(std::path::PathBuf),
 }
 
 fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
@@ -202,7 +205,17 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
         rootfs::create_devices(&root, devices, plan.in_userns)?;
     }
     if let Some(p) = process {
-        root.ensure(p.cwd(), NodeKind::Dir)?;
+        // A cwd through a magic link (/proc/self/fd/N, /proc/self/cwd)
+        // could name a directory outside the rootfs: refused here, and
+        // checked again after the chdir (see check_cwd_inside_root).
+        match root.ensure(p.cwd(), NodeKind::Dir) {
+            Err(RootfsError::Io { source, .. }) if source.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(InitError::CwdOutsideRoot(p.cwd().to_path_buf()));
+            }
+            other => {
+                other?;
+            }
+        }
     }
     let wants_console = process.and_then(|p| p.terminal()).unwrap_or(false);
     if wants_console {
@@ -387,6 +400,15 @@ pub fn setup_console(
             0,
         )
         .map_err(sys_err("opening /dev/console"))?;
+        // A symlink planted at /dev/console must not turn the bind mount
+        // of the pty into a mount somewhere else (CVE-2025-52565).
+        let st = sys::fstat(&target).map_err(sys_err("checking /dev/console"))?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != libc::S_IFCHR {
+            return Err(InitError::Rootfs(rootfs::RootfsError::Invalid(
+                "/dev/console in the container is not a file or character device; refusing to mount the console over it".into(),
+            )));
+        }
         sys::mount(
             Some(&sys::fd_path(&pty.slave)),
             &sys::fd_path(&target),
@@ -445,7 +467,19 @@ pub fn apply_process(process: &Process, in_userns: bool) -> Result<(), InitError
     unsafe { libc::umask(mask as libc::mode_t) };
     std::env::set_current_dir(process.cwd())
         .map_err(sys_err(format!("process.cwd {}", process.cwd().display())))?;
-    Ok(())
+    check_cwd_inside_root(process.cwd())
+}
+
+/// Refuses a working directory outside the process's root. A cwd such as
+/// `/proc/self/fd/N` naming a leaked host directory fd would otherwise give
+/// the container the host's filesystem (CVE-2024-21626). The kernel's
+/// getcwd reports such a directory as unreachable, which libc turns into
+/// an error or a path not starting with `/`.
+fn check_cwd_inside_root(cwd: &Path) -> Result<(), InitError> {
+    match std::env::current_dir() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        _ => Err(InitError::CwdOutsideRoot(cwd.to_path_buf())),
+    }
 }
 
 /// Sets the LSM label for the next exec, or says (debug) why it is skipped.
@@ -465,17 +499,24 @@ fn apply_lsm_label(lsm: &str, label: &str) -> Result<(), InitError> {
         "apparmor" => ("self/attr/apparmor/exec", format!("exec {label}")),
         _ => ("self/attr/exec", label.to_string()),
     };
-    let fd = sys::openat2(proc.as_raw_fd(), Path::new(rel), libc::O_WRONLY, 0, 0)
-        .or_else(|_| {
-            sys::openat2(
-                proc.as_raw_fd(),
-                Path::new("self/attr/exec"),
-                libc::O_WRONLY,
-                0,
-                0,
-            )
-        })
-        .map_err(sys_err(format!("opening /proc/{rel}")))?;
+    let fd = sys::openat2(
+        proc.as_raw_fd(),
+        Path::new(rel),
+        libc::O_WRONLY,
+        0,
+        sys::RESOLVE_PROC,
+    )
+    .or_else(|_| {
+        sys::openat2(
+            proc.as_raw_fd(),
+            Path::new("self/attr/exec"),
+            libc::O_WRONLY,
+            0,
+            sys::RESOLVE_PROC,
+        )
+    })
+    .map_err(sys_err(format!("opening /proc/{rel}")))?;
+    rootfs::check_on_procfs(&fd, &format!("/proc/{rel}"))?;
     std::fs::File::from(fd)
         .write_all(value.as_bytes())
         .map_err(sys_err(format!("setting {lsm} label {label:?}")))

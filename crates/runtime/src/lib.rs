@@ -3,6 +3,7 @@
 //!
 //! Module map, bottom-up (a module uses only those above it):
 //! - [`log`], [`sys`]: logging and raw syscalls with safe wrappers.
+//! - [`sealed_exe`]: re-executing from a sealed copy of the binary.
 //! - [`spec`]: loading and validating config.json.
 //! - [`state`]: container state on disk, locks, status.
 //! - [`signal`], [`sync`], [`console`], [`hooks`], [`mount_options`].
@@ -14,6 +15,8 @@
 
 pub mod log;
 pub mod sys;
+
+pub mod sealed_exe;
 
 pub mod spec;
 pub mod state;

@@ -205,6 +205,67 @@ pub fn mount_all(root: &Root, mounts: &[Mount], ctx: &MountContext) -> Result<()
     Ok(())
 }
 
+/// Files under /proc a mount may cover (what lxcfs provides), as runc
+/// allows. Anything else mounted inside /proc could hide or redirect what
+/// the runtime and the kernel's protections rely on (CVE-2019-19921,
+/// CVE-2023-27561).
+const PROC_MOUNTS_ALLOWED: &[&str] = &[
+    "proc/cpuinfo",
+    "proc/diskstats",
+    "proc/meminfo",
+    "proc/stat",
+    "proc/swaps",
+    "proc/uptime",
+    "proc/loadavg",
+    "proc/slabinfo",
+    "proc/net/dev",
+    "proc/sys/kernel/ns_last_pid",
+];
+
+/// Refuses a mount whose resolved target lies on a procfs, unless it is
+/// one of [`PROC_MOUNTS_ALLOWED`] or the source is itself on procfs.
+fn check_not_inside_proc(target: &OwnedFd, dest: &Path, source_on_proc: bool) -> Result<()> {
+    let on_proc = sys::fs_type(target).map_err(io_err("checking", dest))? == libc::PROC_SUPER_MAGIC;
+    if !on_proc || source_on_proc {
+        return Ok(());
+    }
+    let rel = relative(dest);
+    if PROC_MOUNTS_ALLOWED.iter().any(|a| rel == Path::new(a)) {
+        return Ok(());
+    }
+    Err(RootfsError::Invalid(format!(
+        "mount destination {} is inside /proc; only {} may be mounted over",
+        dest.display(),
+        PROC_MOUNTS_ALLOWED
+            .iter()
+            .map(|a| format!("/{a}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// A proc or sysfs mount must land exactly where it says: its destination
+/// may not be (or go through) a symlink the image planted (CVE-2023-28642).
+fn check_no_symlink(root: &Root, dest: &Path, typ: &str) -> Result<()> {
+    let rel = relative(dest);
+    if rel.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match openat2(
+        root.fd.as_raw_fd(),
+        &rel,
+        libc::O_PATH,
+        0,
+        RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS,
+    ) {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(RootfsError::Invalid(format!(
+            "mount destination {} of a {typ} mount is a symlink in the rootfs; refusing to follow it",
+            dest.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn mount_one(root: &Root, m: &Mount, ctx: &MountContext) -> Result<()> {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
@@ -221,7 +282,11 @@ fn mount_one(root: &Root, m: &Mount, ctx: &MountContext) -> Result<()> {
     if typ == "cgroup" || typ == "cgroup2" {
         return mount_cgroup(root, dest, &opts, ctx);
     }
+    if typ == "proc" || typ == "sysfs" {
+        check_no_symlink(root, dest, typ)?;
+    }
     let target = root.ensure(dest, NodeKind::Dir)?;
+    check_not_inside_proc(&target, dest, false)?;
     let tpath = fd_path(&target);
     let source = m
         .source()
@@ -314,6 +379,11 @@ fn bind_mount(root: &Root, m: &Mount, opts: &MountOptions, ctx: &MountContext) -
         NodeKind::File
     };
     let target = root.ensure(dest, kind)?;
+    let source_on_proc = sys::open(&src, libc::O_PATH, 0)
+        .and_then(|fd| sys::fs_type(&fd))
+        .map(|t| t == libc::PROC_SUPER_MAGIC)
+        .unwrap_or(false);
+    check_not_inside_proc(&target, dest, source_on_proc)?;
     let tpath = fd_path(&target);
     let mut flags = libc::MS_BIND;
     if opts.recursive_bind {
@@ -826,6 +896,18 @@ pub fn open_procfs() -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Checks that an opened file lives on procfs itself, not on something
+/// mounted over part of /proc.
+pub fn check_on_procfs(fd: &OwnedFd, what: &str) -> Result<()> {
+    let t = sys::fs_type(fd).map_err(io_err("checking", what))?;
+    if t != libc::PROC_SUPER_MAGIC {
+        return Err(RootfsError::Invalid(format!(
+            "{what} is not on procfs (something is mounted over it); refusing to write to it"
+        )));
+    }
+    Ok(())
+}
+
 /// Writes `linux.sysctl` through the container's verified procfs.
 pub fn write_sysctls(sysctls: &[(String, String)]) -> Result<()> {
     if sysctls.is_empty() {
@@ -839,9 +921,10 @@ pub fn write_sysctls(sysctls: &[(String, String)]) -> Result<()> {
             &rel,
             libc::O_WRONLY | libc::O_TRUNC,
             0,
-            sys::RESOLVE_STRICT,
+            sys::RESOLVE_STRICT | sys::RESOLVE_PROC,
         )
         .map_err(io_err("opening sysctl", format!("/proc/{}", rel.display())))?;
+        check_on_procfs(&fd, &format!("/proc/{}", rel.display()))?;
         let mut f = std::fs::File::from(fd);
         std::io::Write::write_all(&mut f, value.as_bytes())
             .map_err(io_err("writing sysctl", format!("{key}={value}")))?;

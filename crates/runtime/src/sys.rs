@@ -28,6 +28,13 @@ pub const RESOLVE_IN_ROOT: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICL
 pub const RESOLVE_STRICT: u64 =
     libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 
+/// For files under a verified procfs: beneath it, no magic links, and no
+/// crossing into another mount (a bind mount over /proc/sys/... or
+/// /proc/self/attr/... would redirect the write: CVE-2019-19921,
+/// CVE-2023-27561). Plain symlinks (`self`, `thread-self`) stay allowed.
+pub const RESOLVE_PROC: u64 =
+    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV;
+
 /// The layout of `struct open_how` (libc's is non-exhaustive).
 #[repr(C)]
 struct OpenHow {
