@@ -8,4 +8,4 @@ cargo build --workspace --all-targets
 cargo test --workspace
 # The same isolation and cgroup tests again on a cgroup2-only kernel (a VM;
 # the clients tests need podman and containerd, which the VM does not have).
-./scripts/vm-test.sh cgroups lifecycle namespaces mounts process hooks seccomp cli
+./scripts/vm-test.sh cgroups devices security lifecycle namespaces mounts process hooks seccomp cli
