@@ -5,6 +5,7 @@ PKGS=(
   busybox-static   # the test rootfs
   libseccomp-dev pkg-config  # seccomp filters (libseccomp)
   iproute2 procps  # ip, ps (hako-runtime ps runs ps(1))
+  uidmap passwd    # newuidmap/newgidmap, useradd (rootless tests)
   podman crun runc # real clients and anchors
   containerd       # containerd + ctr, driving hako-runtime through its runc shim
   hyperfine        # benchmarks

@@ -78,6 +78,22 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
+    /// No cgroup at all: what a rootless container gets when the user has
+    /// no delegated, writable cgroup. Placing processes and removing it do
+    /// nothing; limits, pause and statistics are unavailable.
+    pub fn none(mode: Mode) -> Cgroup {
+        Cgroup {
+            mode,
+            dirs: Vec::new(),
+            created_parents: Vec::new(),
+        }
+    }
+
+    /// True for [`Cgroup::none`].
+    pub fn is_none(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
     /// Computes the directories for `path` without creating anything.
     pub fn locate(layout: &Layout, path: &CgroupPath) -> Cgroup {
         let own = match path {

@@ -79,4 +79,18 @@ fn verifier_log(log: &str) -> String {
     }
 }
 
+impl CgroupError {
+    /// True when creating the cgroup failed for lack of permission (an
+    /// unprivileged user without a delegated cgroup).
+    pub fn is_permission_denied(&self) -> bool {
+        match self {
+            CgroupError::Create { source, .. } | CgroupError::Write { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+            ),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, CgroupError>;

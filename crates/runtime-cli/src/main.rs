@@ -15,9 +15,10 @@ use hako_runtime::{log, CreateOptions, ExecOptions, Runtime, RuntimeError};
     disable_version_flag = true
 )]
 struct Cli {
-    /// Directory for container state.
-    #[arg(long, default_value = "/run/hako-runtime")]
-    root: PathBuf,
+    /// Directory for container state [default: /run/hako-runtime for root,
+    /// $XDG_RUNTIME_DIR/hako-runtime for other users].
+    #[arg(long)]
+    root: Option<PathBuf>,
     /// Write log lines to this file instead of stderr.
     #[arg(long)]
     log: Option<PathBuf>,
@@ -373,7 +374,8 @@ fn main() -> ExitCode {
             log::log(log::Level::Warn, &e.to_string());
         }
     }
-    let runtime = Runtime::new(cli.root.clone(), cli.systemd_cgroup);
+    let root = cli.root.clone().unwrap_or_else(default_root);
+    let runtime = Runtime::new(root, cli.systemd_cgroup);
     match dispatch(&runtime, command) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
@@ -384,6 +386,20 @@ fn main() -> ExitCode {
             eprintln!("hako-runtime: {msg}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Where state lives without --root: /run for root, the user's runtime
+/// directory otherwise (rootless mode), like runc.
+fn default_root() -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return PathBuf::from("/run/hako-runtime");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("hako-runtime"),
+        None => std::env::temp_dir().join(format!("hako-runtime-{euid}")),
     }
 }
 

@@ -110,6 +110,8 @@ pub struct Created {
 pub struct Runtime {
     pub store: Store,
     pub systemd_cgroup: bool,
+    /// Run by an unprivileged user: cgroups are used only where delegated.
+    pub rootless: bool,
 }
 
 /// Undoes a partial create unless disarmed.
@@ -152,6 +154,8 @@ impl Runtime {
         Runtime {
             store: Store::new(root),
             systemd_cgroup,
+            // SAFETY: geteuid cannot fail.
+            rootless: unsafe { libc::geteuid() } != 0,
         }
     }
 
@@ -219,15 +223,31 @@ impl Runtime {
         let layout = Layout::detect()?;
         let cg_path =
             CgroupPath::from_config(linux.and_then(|l| l.cgroups_path().as_deref()), &opts.id)?;
-        let cgroup = Cgroup::create(&layout, &cg_path)?;
+        let cgroup = match Cgroup::create(&layout, &cg_path) {
+            Ok(cg) => cg,
+            // Rootless without a delegated cgroup: fine unless limits were
+            // asked for (runc's behaviour).
+            Err(e) if self.rootless && e.is_permission_denied() => {
+                if resources.is_some_and(has_limits) {
+                    return Err(RuntimeError::Usage(format!(
+                        "rootless container with linux.resources limits needs a delegated cgroup: {e}"
+                    )));
+                }
+                crate::debug!("rootless: running without a cgroup ({e})");
+                Cgroup::none(layout.mode)
+            }
+            Err(e) => return Err(e.into()),
+        };
         guard.cgroup = Some(cgroup.clone());
-        if let Some(res) = resources {
+        if let (Some(res), false) = (resources, cgroup.is_none()) {
             for w in hako_cgroups::resources::apply(&cgroup, res)? {
                 crate::warn!("{w}");
             }
         }
-        for w in hako_cgroups::devices::apply(&cgroup, &device_rules)? {
-            crate::warn!("{w}");
+        if !cgroup.is_none() {
+            for w in hako_cgroups::devices::apply(&cgroup, &device_rules)? {
+                crate::warn!("{w}");
+            }
         }
 
         // exec fifo: init holds it open read-write and blocks reading it.
@@ -579,7 +599,7 @@ impl Runtime {
         }
         if all {
             // Every process of the cgroup, init included (it is in there).
-            for p in state.cgroup.pids()? {
+            for p in self.container_pids(&state, status)? {
                 // SAFETY: kill with integer arguments.
                 unsafe { libc::kill(p, signal) };
             }
@@ -660,7 +680,20 @@ impl Runtime {
 
     /// `ps`: pids in the container's cgroup.
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
-        let state = self.store.load(id)?;
+        let (state, status) = self.load_status(id)?;
+        self.container_pids(&state, status)
+    }
+
+    /// The container's processes: its cgroup's, or only init for a rootless
+    /// container that has no cgroup.
+    fn container_pids(&self, state: &ContainerState, status: Status) -> Result<Vec<i32>> {
+        if state.cgroup.is_none() {
+            return Ok(if status == Status::Stopped {
+                Vec::new()
+            } else {
+                vec![state.pid]
+            });
+        }
         Ok(state.cgroup.pids()?)
     }
 
@@ -673,6 +706,7 @@ impl Runtime {
     pub fn update(&self, id: &str, res: &oci_spec::runtime::LinuxResources) -> Result<Vec<String>> {
         let _lock = self.store.lock(id)?;
         let state = self.load_live(id, "a stopped container has no cgroup to update")?;
+        require_cgroup(id, &state, "update")?;
         let device_rules = match res.devices() {
             Some(devices) => {
                 let config = self.frozen_config(id, &state)?;
@@ -698,6 +732,7 @@ impl Runtime {
     /// `events --stats`: the cgroup's usage statistics.
     pub fn stats(&self, id: &str) -> Result<hako_cgroups::stats::Stats> {
         let state = self.load_live(id, "a stopped container has no statistics")?;
+        require_cgroup(id, &state, "statistics")?;
         Ok(hako_cgroups::stats::read(&state.cgroup))
     }
 
@@ -711,6 +746,7 @@ impl Runtime {
     pub fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
         let _lock = self.store.lock(id)?;
         let (state, status) = self.load_status(id)?;
+        require_cgroup(id, &state, if paused { "pause" } else { "resume" })?;
         let ok = if paused {
             status == Status::Running
         } else {
@@ -823,25 +859,66 @@ fn connect_unix(path: &Path) -> Result<OwnedFd> {
 }
 
 /// Writes the uid and gid maps of a new user namespace.
+///
+/// Root writes them directly. An unprivileged user may write a single
+/// mapping of its own id itself (for gids only after denying setgroups);
+/// anything else goes through the setuid helpers newuidmap/newgidmap of
+/// the uidmap package, which check /etc/subuid and /etc/subgid.
 fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    let fmt = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        maps.into_iter()
-            .flatten()
-            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-            .collect::<String>()
-    };
-    let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
-    let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
-    for (file, text) in [("uid_map", uid), ("gid_map", gid)] {
-        if text.is_empty() {
+    // SAFETY: geteuid/getegid cannot fail.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let uids = linux
+        .and_then(|l| l.uid_mappings().as_deref())
+        .unwrap_or(&[]);
+    let gids = linux
+        .and_then(|l| l.gid_mappings().as_deref())
+        .unwrap_or(&[]);
+    for (kind, maps, own) in [("uid", uids, euid), ("gid", gids, egid)] {
+        if maps.is_empty() {
             continue;
         }
-        let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, &text).map_err(sys_err(format!(
-            "writing {path} ({})",
-            text.trim().replace('\n', ", ")
-        )))?;
+        let only_self = maps.len() == 1 && maps[0].host_id() == own && maps[0].size() == 1;
+        if euid == 0 || only_self {
+            if euid != 0 && kind == "gid" {
+                let path = format!("/proc/{pid}/setgroups");
+                std::fs::write(&path, "deny")
+                    .map_err(sys_err(format!("writing deny to {path}")))?;
+            }
+            let text: String = maps
+                .iter()
+                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+                .collect();
+            let path = format!("/proc/{pid}/{kind}_map");
+            std::fs::write(&path, &text).map_err(sys_err(format!(
+                "writing {path} ({})",
+                text.trim().replace('\n', ", ")
+            )))?;
+            continue;
+        }
+        let helper = format!("new{kind}map");
+        let mut cmd = std::process::Command::new(&helper);
+        cmd.arg(pid.to_string());
+        for m in maps {
+            cmd.args([
+                m.container_id().to_string(),
+                m.host_id().to_string(),
+                m.size().to_string(),
+            ]);
+        }
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(sys_err(format!(
+                "running {helper} for the {kind} mappings (install the uidmap package)"
+            )))?;
+        if !out.status.success() {
+            return Err(RuntimeError::Usage(format!(
+                "{helper} refused the {kind} mappings ({}; check /etc/sub{kind}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
     }
     Ok(())
 }
@@ -976,4 +1053,31 @@ impl Drop for SignalForwarder {
         // SAFETY: unblocking the set we blocked.
         unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
     }
+}
+
+/// Fails for a container without a cgroup (rootless, not delegated).
+fn require_cgroup(id: &str, state: &ContainerState, what: &str) -> Result<()> {
+    if state.cgroup.is_none() {
+        return Err(RuntimeError::Usage(format!(
+            "container {id} has no cgroup (rootless without a delegated cgroup): {what} is not available"
+        )));
+    }
+    Ok(())
+}
+
+/// True when `res` asks for a limit a cgroup would enforce (device rules
+/// aside: without a cgroup, a rootless container cannot create device
+/// nodes anyway).
+fn has_limits(res: &oci_spec::runtime::LinuxResources) -> bool {
+    res.memory().is_some()
+        || res.cpu().is_some()
+        || res.pids().is_some()
+        || res.block_io().is_some()
+        || res
+            .hugepage_limits()
+            .as_ref()
+            .is_some_and(|h| !h.is_empty())
+        || res.network().is_some()
+        || res.rdma().is_some()
+        || res.unified().as_ref().is_some_and(|u| !u.is_empty())
 }

@@ -88,10 +88,10 @@ pub fn default_spec(rootless: bool) -> serde_json::Value {
                         "mode=0620"
                     ]);
                 }
-                if m["destination"] == "/dev/mqueue" {
-                    *m = serde_json::json!({"destination": "/dev/mqueue", "type": "bind", "source": "/dev/mqueue",
-                        "options": ["rbind", "nosuid", "noexec", "nodev"]});
-                }
+                // /dev/mqueue stays an mqueue mount: the config has its own
+                // IPC namespace, owned by its user namespace, where an
+                // unprivileged user may mount it (a bind of the host's
+                // /dev/mqueue, runc's choice, fails where that is absent).
             }
         }
     }

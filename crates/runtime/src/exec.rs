@@ -124,9 +124,21 @@ impl Runtime {
             )
         };
         // The pid namespace applies to our children: join it here.
+        // An unprivileged caller may join it only from inside the
+        // container's user namespace, so it enters that one here too.
         if let Some(pos) = joins.iter().position(|n| n.typ == LinuxNamespaceType::Pid) {
             let pidns = joins.remove(pos);
-            namespaces::join(&pidns)?;
+            if let Err(e) = namespaces::join(&pidns) {
+                let user = joins.iter().position(|n| n.typ == LinuxNamespaceType::User);
+                match user {
+                    Some(u) if self.rootless => {
+                        let userns = joins.remove(u);
+                        namespaces::join(&userns)?;
+                        namespaces::join(&pidns)?;
+                    }
+                    _ => return Err(e.into()),
+                }
+            }
         }
         if !state.is_alive() {
             return Err(RuntimeError::WrongStatus {
@@ -239,7 +251,20 @@ fn exec_child(
             Ok(Some(Message::Go(_))) => {}
             _ => return Err("the runtime went away".into()),
         }
-        for ns in joins {
+        // Root joins the container's namespaces with its host privileges,
+        // then its user namespace. An unprivileged caller has privileges
+        // only inside that user namespace: what it cannot join before,
+        // it joins after entering it.
+        let mut later = Vec::new();
+        for ns in joins.iter().filter(|n| n.typ != LinuxNamespaceType::User) {
+            if namespaces::join(ns).is_err() {
+                later.push(ns);
+            }
+        }
+        for ns in joins.iter().filter(|n| n.typ == LinuxNamespaceType::User) {
+            namespaces::join(ns).map_err(|e| e.to_string())?;
+        }
+        for ns in later {
             namespaces::join(ns).map_err(|e| e.to_string())?;
         }
         if let Some(root) = fds.root {
