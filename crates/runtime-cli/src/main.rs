@@ -156,6 +156,10 @@ enum Command {
         /// A config for running as an unprivileged user.
         #[arg(long)]
         rootless: bool,
+        /// The hardened default profile: Docker's default capabilities and
+        /// seccomp allowlist, masked and read-only paths.
+        #[arg(long)]
+        hardened: bool,
     },
     /// Print the runtime's features as JSON (runtime-spec features.md).
     Features,
@@ -471,7 +475,11 @@ fn dispatch(rt: &Runtime, command: &Command) -> Result<i32, RuntimeError> {
             ps_table(&pids, ps_args)
         }
         Command::Exec(args) => exec(rt, args),
-        Command::Spec { bundle, rootless } => {
+        Command::Spec {
+            bundle,
+            rootless,
+            hardened,
+        } => {
             let path = bundle.join("config.json");
             if path.exists() {
                 return Err(RuntimeError::Usage(format!(
@@ -479,9 +487,12 @@ fn dispatch(rt: &Runtime, command: &Command) -> Result<i32, RuntimeError> {
                     path.display()
                 )));
             }
-            let text =
-                serde_json::to_string_pretty(&hako_runtime::defaults::default_spec(*rootless))
-                    .map_err(|e| RuntimeError::Usage(e.to_string()))?;
+            let mut config = hako_runtime::defaults::default_spec(*rootless);
+            if *hardened {
+                hako_runtime::hardened::apply(&mut config);
+            }
+            let text = serde_json::to_string_pretty(&config)
+                .map_err(|e| RuntimeError::Usage(e.to_string()))?;
             std::fs::write(&path, text + "\n").map_err(|e| RuntimeError::Sys {
                 what: format!("writing {}", path.display()),
                 source: e,

@@ -12,6 +12,7 @@
 //! - [`container`]: create, start, run, kill, delete, state, list (runtime side).
 //! - [`exec`]: a new process in a running container.
 //! - [`defaults`]: the config `spec` writes and the `features` document.
+//! - [`hardened`]: the hardened default profile (capabilities, seccomp).
 
 pub mod log;
 pub mod sys;
@@ -39,6 +40,7 @@ pub mod exec;
 pub mod terminal;
 
 pub mod defaults;
+pub mod hardened;
 
 pub use container::{CreateOptions, OciState, Runtime, RuntimeError, OCI_VERSION};
 pub use exec::ExecOptions;

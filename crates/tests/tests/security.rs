@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{add_mount, mounts_under, run_detached, run_ok, sh, status_field, wait_until};
-use hako_tests::{json, output_via_files, runtime_bin, unique, Bundle, Runtime, TempDir};
+use hako_tests::{
+    busybox_rootfs, copy_tree, json, output_via_files, runtime_bin, unique, Bundle, Runtime,
+    TempDir,
+};
 
 /// CVE-2019-5736: a container gets a runtime process to execute
 /// `/proc/self/exe` (here through `exec`), opens that process's
@@ -496,4 +499,93 @@ fn cve_2022_29162_exec_cap_leaves_no_inheritable_capabilities() {
     let eff = u64::from_str_radix(status_field(&status, "CapEff"), 16).expect("CapEff");
     assert_ne!(eff & (1 << 21), 0, "CAP_SYS_ADMIN was not added: {status}");
     rt.ok(&["delete", "-f", &id]);
+}
+
+/// `spec --hardened`: Docker's default capabilities and a seccomp
+/// allowlist. Ordinary work goes on; what the allowlist leaves out fails
+/// with EPERM even where the capabilities would allow it.
+#[test]
+fn the_hardened_profile_allows_ordinary_work_and_denies_the_rest() {
+    let rt = Runtime::new();
+    let dir = TempDir::new("hardened");
+    copy_tree(busybox_rootfs(), &dir.path.join("rootfs"));
+    rt.ok(&[
+        "spec",
+        "--hardened",
+        "--bundle",
+        &dir.path.to_string_lossy(),
+    ]);
+    let read = || -> hako_tests::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.path.join("config.json")).expect("config"),
+        )
+        .expect("json")
+    };
+    let script = "ls / > /dev/null && echo ls-ok; \
+                  echo x > /dev/shm/f && cat /dev/shm/f; \
+                  sleep 0 & wait && echo fork-ok; \
+                  chroot / true && echo chroot-ok; \
+                  unshare -U true 2>/dev/null; echo unshare=$?; \
+                  grep CapEff /proc/self/status";
+    let write = |config: &hako_tests::Value| {
+        std::fs::write(
+            dir.path.join("config.json"),
+            serde_json::to_string(config).expect("json"),
+        )
+        .expect("write")
+    };
+    let mut config = read();
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] = json!(["sh", "-c", script]);
+    write(&config);
+    let run = |id: &str| {
+        let out = rt.run(&["run", "--bundle", &dir.path.to_string_lossy(), id]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&unique("hardened"));
+    assert_eq!(code, 0, "{err}");
+    // Docker's default set, by capability number.
+    let docker: [(&str, u32); 14] = [
+        ("CAP_CHOWN", 0),
+        ("CAP_DAC_OVERRIDE", 1),
+        ("CAP_FOWNER", 3),
+        ("CAP_FSETID", 4),
+        ("CAP_KILL", 5),
+        ("CAP_SETGID", 6),
+        ("CAP_SETUID", 7),
+        ("CAP_SETPCAP", 8),
+        ("CAP_NET_BIND_SERVICE", 10),
+        ("CAP_NET_RAW", 13),
+        ("CAP_SYS_CHROOT", 18),
+        ("CAP_MKNOD", 27),
+        ("CAP_AUDIT_WRITE", 29),
+        ("CAP_SETFCAP", 31),
+    ];
+    let mut bounding: Vec<String> =
+        serde_json::from_value(config["process"]["capabilities"]["bounding"].clone())
+            .expect("bounding set");
+    bounding.sort();
+    let mut want: Vec<String> = docker.iter().map(|(n, _)| n.to_string()).collect();
+    want.sort();
+    assert_eq!(bounding, want);
+    let want_caps: u64 = docker.iter().map(|(_, n)| 1u64 << n).sum();
+    assert_eq!(
+        out,
+        format!("ls-ok\nx\nfork-ok\nchroot-ok\nunshare=1\nCapEff:\t{want_caps:016x}\n"),
+        "{err}"
+    );
+    // The same capabilities without the profile: unshare(CLONE_NEWUSER)
+    // needs no capability, so only seccomp stopped it above.
+    config["linux"]
+        .as_object_mut()
+        .expect("linux")
+        .remove("seccomp");
+    write(&config);
+    let (code, out, err) = run(&unique("unhardened"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("unshare=0"), "{out}");
 }
