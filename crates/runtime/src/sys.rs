@@ -183,6 +183,26 @@ pub fn mount_setattr_recursive(fd: &impl AsRawFd, set: u64, clear: u64) -> io::R
     check(ret).map(|_| ())
 }
 
+/// `open_tree(2)` with OPEN_TREE_CLONE: a detached copy of the mount at
+/// `path` (a bind mount of just that file or directory), attached to no
+/// mount namespace.
+pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid C string; flags are constants.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    let fd = check(ret)?;
+    // SAFETY: open_tree returned a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// `pivot_root(2)`.
 pub fn pivot_root(new_root: &str, put_old: &str) -> io::Result<()> {
     let n = CString::new(new_root).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

@@ -114,10 +114,9 @@ fn cve_2019_5736_the_runtime_binary_cannot_be_overwritten() {
     );
     let out = read_out();
     assert!(out.contains("opened"), "attacker: {out}");
-    assert!(
-        out.contains("memfd:"),
-        "the runtime in the container runs from the host's file: {out}"
-    );
+    // It runs from a read-only detached mount of the binary (or a sealed
+    // memfd), which readlink may still name like the file: what matters is
+    // that writing fails and the file on the host is unchanged.
     assert!(out.contains("write-refused"), "attacker: {out}");
     assert!(
         std::fs::read(&runtime).expect("read the runtime") == original,
