@@ -48,6 +48,8 @@ pub enum RuntimeError {
     Namespace(#[from] NamespaceError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Idmap(#[from] crate::idmap::IdmapError),
     #[error("container {id}: {message}")]
     Init { id: String, message: String },
     #[error("container {id} is {status}: {action}")]
@@ -265,6 +267,9 @@ impl Runtime {
         let exec_status = sys::open(&status_path, libc::O_RDWR, 0)
             .map_err(sys_err(format!("opening {}", status_path.display())))?;
 
+        // Id-mapped mounts need our privileges over their sources: made
+        // here, moved into place by init.
+        let idmapped = crate::idmap::prepare(spec, &config.bundle)?;
         let (parent_chan, child_chan) =
             Channel::pair().map_err(sys_err("creating the sync socket pair"))?;
         // Joining a pid namespace by path applies to our next child only:
@@ -307,6 +312,7 @@ impl Runtime {
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
+                idmapped: &idmapped,
             });
         }
         if let Some(own) = &own_pidns {

@@ -134,7 +134,7 @@ pub fn features() -> serde_json::Value {
             "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "iversion",
             "lazytime", "loud", "mand", "noatime", "nodev", "nodiratime", "noexec", "noiversion",
             "nolazytime", "nomand", "norelatime", "nostrictatime", "nosuid", "nosymfollow",
-            "private", "ratime", "rbind", "rdev", "rdiratime", "relatime", "remount", "rexec",
+            "idmap", "private", "ratime", "rbind", "rdev", "rdiratime", "relatime", "remount", "rexec", "ridmap",
             "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime",
             "rnosuid", "rnosymfollow", "ro", "rprivate", "rrelatime", "rro", "rrw", "rshared",
             "rslave", "rstrictatime", "rsuid", "rsymfollow", "runbindable", "rw", "shared",
@@ -157,7 +157,7 @@ pub fn features() -> serde_json::Value {
             "apparmor": {"enabled": apparmor},
             "selinux": {"enabled": crate::rootfs::selinux_enabled()},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": true}}
         },
         "annotations": {
             "org.opencontainers.runtime-spec.features": "hako-runtime"

@@ -66,6 +66,8 @@ pub struct InitArgs<'a> {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// Id-mapped mounts prepared by the runtime, by mount index.
+    pub idmapped: &'a [Option<OwnedFd>],
 }
 
 /// Entry point in the child. Never returns.
@@ -198,6 +200,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
         new_netns: plan.new_net,
         in_userns: plan.in_userns,
         mount_label: linux.and_then(|l| l.mount_label().as_deref()),
+        idmapped: args.idmapped,
     };
     rootfs::mount_all(&root, mounts, &ctx)?;
     if !rootfs::dev_is_bind_mounted(mounts) {

@@ -7,7 +7,7 @@
 //! - [`spec`]: loading and validating config.json.
 //! - [`state`]: container state on disk, locks, status.
 //! - [`signal`], [`sync`], [`console`], [`hooks`], [`mount_options`].
-//! - [`namespaces`], [`rootfs`], [`process`]: the pieces of isolation.
+//! - [`namespaces`], [`idmap`], [`rootfs`], [`process`]: the pieces of isolation.
 //! - [`init`]: the container's init during create (child side).
 //! - [`container`]: create, start, run, kill, delete, state, list (runtime side).
 //! - [`exec`]: a new process in a running container.
@@ -28,6 +28,7 @@ pub mod mount_options;
 pub mod signal;
 pub mod sync;
 
+pub mod idmap;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;

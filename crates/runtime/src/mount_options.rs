@@ -26,6 +26,8 @@ pub struct MountOptions {
     pub tmpcopyup: bool,
     /// `idmap`/`ridmap` were given.
     pub idmap: bool,
+    /// `ridmap`: the id mapping applies to submounts too.
+    pub recursive_idmap: bool,
 }
 
 impl MountOptions {
@@ -71,7 +73,11 @@ impl MountOptions {
                 }
                 "defaults" => {}
                 "tmpcopyup" => o.tmpcopyup = true,
-                "idmap" | "ridmap" => o.idmap = true,
+                "idmap" => o.idmap = true,
+                "ridmap" => {
+                    o.idmap = true;
+                    o.recursive_idmap = true;
+                }
                 other => data.push(other),
             }
         }

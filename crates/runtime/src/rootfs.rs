@@ -162,6 +162,8 @@ pub struct MountContext<'a> {
     pub new_netns: bool,
     pub in_userns: bool,
     pub mount_label: Option<&'a str>,
+    /// Id-mapped mounts the runtime prepared, by mount index.
+    pub idmapped: &'a [Option<OwnedFd>],
 }
 
 /// Makes the host's mounts invisible to propagation from the container:
@@ -190,7 +192,8 @@ pub fn prepare_root(rootfs: &Path, private_ns: bool) -> Result<()> {
 /// Performs every config mount in order.
 pub fn mount_all(root: &Root, mounts: &[Mount], ctx: &MountContext) -> Result<()> {
     for (i, m) in mounts.iter().enumerate() {
-        mount_one(root, m, ctx).map_err(|e| match e {
+        let idmapped = ctx.idmapped.get(i).and_then(Option::as_ref);
+        mount_one(root, m, ctx, idmapped).map_err(|e| match e {
             RootfsError::Io { what, path, source } => RootfsError::Io {
                 what,
                 path: format!(
@@ -266,13 +269,16 @@ fn check_no_symlink(root: &Root, dest: &Path, typ: &str) -> Result<()> {
     }
 }
 
-fn mount_one(root: &Root, m: &Mount, ctx: &MountContext) -> Result<()> {
+fn mount_one(root: &Root, m: &Mount, ctx: &MountContext, idmapped: Option<&OwnedFd>) -> Result<()> {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     let dest = m.destination();
+    if let Some(tree) = idmapped {
+        return idmapped_mount(root, m, &opts, tree);
+    }
     if opts.idmap {
         return Err(RootfsError::Invalid(format!(
-            "mount {}: idmap mounts are not supported yet",
+            "mount {}: idmap was not prepared (bind mounts only)",
             dest.display()
         )));
     }
@@ -393,6 +399,28 @@ fn bind_mount(root: &Root, m: &Mount, opts: &MountOptions, ctx: &MountContext) -
         "bind-mounting",
         format!("{} to {}", src.display(), dest.display()),
     ))?;
+    let extra = opts.flags & !(libc::MS_REC | libc::MS_REMOUNT | libc::MS_BIND);
+    if extra != 0 || opts.cleared != 0 {
+        let mounted = root.open_path(dest).map_err(io_err("resolving", dest))?;
+        remount_bind(&mounted, extra, opts.cleared).map_err(io_err("remounting", dest))?;
+    }
+    after_mount(root, dest, opts)
+}
+
+/// Puts a prepared id-mapped bind mount in place, then applies the mount's
+/// other options as a bind mount would.
+fn idmapped_mount(root: &Root, m: &Mount, opts: &MountOptions, tree: &OwnedFd) -> Result<()> {
+    let dest = m.destination();
+    let st = sys::fstat(tree).map_err(io_err("checking id-mapped source of", dest))?;
+    let kind = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        NodeKind::Dir
+    } else {
+        NodeKind::File
+    };
+    let target = root.ensure(dest, kind)?;
+    check_not_inside_proc(&target, dest, false)?;
+    crate::idmap::move_into_place(tree, &target)
+        .map_err(io_err("moving the id-mapped mount to", dest))?;
     let extra = opts.flags & !(libc::MS_REC | libc::MS_REMOUNT | libc::MS_BIND);
     if extra != 0 || opts.cleared != 0 {
         let mounted = root.open_path(dest).map_err(io_err("resolving", dest))?;

@@ -49,8 +49,7 @@ fn is_sealed(fd: &OwnedFd) -> bool {
 /// True when this process already runs from a file nobody can write to:
 /// a sealed memfd, or a file on a read-only mount.
 pub fn running_sealed() -> bool {
-    let Ok(fd) = crate::sys::open(std::path::Path::new("/proc/self/exe"), libc::O_RDONLY, 0)
-    else {
+    let Ok(fd) = crate::sys::open(std::path::Path::new("/proc/self/exe"), libc::O_RDONLY, 0) else {
         return false;
     };
     if is_sealed(&fd) {
