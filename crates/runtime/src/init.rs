@@ -480,8 +480,14 @@ pub fn apply_process(process: &Process, in_userns: bool) -> Result<(), InitError
 /// an error or a path not starting with `/`.
 fn check_cwd_inside_root(cwd: &Path) -> Result<(), InitError> {
     match std::env::current_dir() {
-        Ok(p) if p.is_absolute() => Ok(()),
-        _ => Err(InitError::CwdOutsideRoot(cwd.to_path_buf())),
+        Ok(p) if !p.is_absolute() => Err(InitError::CwdOutsideRoot(cwd.to_path_buf())),
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            Err(InitError::CwdOutsideRoot(cwd.to_path_buf()))
+        }
+        // getcwd itself refused (a seccomp profile loaded early may deny
+        // it): the chdir stands, as it would without the check.
+        Err(_) => Ok(()),
     }
 }
 
