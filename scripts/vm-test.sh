@@ -72,6 +72,27 @@ for m in drivers/net/dummy drivers/net/veth fs/overlayfs/overlay drivers/block/b
   f=/lib/modules/$kver/kernel/$m.ko
   [ -e "$f" ] && cp "$f" "$root/modules/"
 done
+# HAKO_VM_SYSTEMD=1: Debian's systemd runs as PID 1 and starts the tests as
+# a service (for the systemd cgroup driver).
+if [ -n "${HAKO_VM_SYSTEMD:-}" ]; then
+  mkdir -p "$root/lib/systemd"
+  copy_with_libs /lib/systemd/systemd "$root/lib/systemd/systemd"
+  mkdir -p "$root/lib/systemd/system" "$root/etc/systemd/system"
+  cp /lib/systemd/system/*.slice "$root/lib/systemd/system/" 2>/dev/null || true
+  cp /etc/os-release "$root/etc/os-release"
+  : >"$root/etc/machine-id"
+  cat >"$root/etc/systemd/system/hako-tests.service" <<'UNIT'
+[Unit]
+DefaultDependencies=no
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c '. /hako/run-tests; echo "HAKO-VM-EXIT=$rc"; poweroff -f'
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+Environment=HAKO_RUNTIME=/hako/hako-runtime PATH=/bin
+UNIT
+fi
 names=()
 for exe in "${exes[@]}"; do
   name=$(basename "$exe")
@@ -92,6 +113,10 @@ if [ ! -e /stage2 ]; then
   touch /newroot/stage2
   umount /proc
   exec switch_root /newroot /init
+fi
+if [ -x /lib/systemd/systemd ]; then
+  umount /proc
+  exec /lib/systemd/systemd --unit=hako-tests.service --log-target=console --log-level=notice
 fi
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev

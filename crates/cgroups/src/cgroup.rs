@@ -96,10 +96,24 @@ impl Cgroup {
 
     /// Computes the directories for `path` without creating anything.
     pub fn locate(layout: &Layout, path: &CgroupPath) -> Cgroup {
-        let own = match path {
+        let mut own = match path {
             CgroupPath::Relative(_) => own_cgroups(),
             CgroupPath::Absolute(_) => Vec::new(),
         };
+        // On cgroup2-only hosts our own cgroup holds us, so under the "no
+        // internal processes" rule it cannot have children with controllers
+        // (a systemd session scope or service, say): relative paths go next
+        // to it instead, as runc does for scopes.
+        if layout.mode == Mode::Unified {
+            for (ctrls, p) in own.iter_mut() {
+                if ctrls.is_empty() && p != "/" {
+                    *p = Path::new(p.as_str())
+                        .parent()
+                        .map(|d| d.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "/".into());
+                }
+            }
+        }
         let dirs = layout
             .hierarchies
             .iter()

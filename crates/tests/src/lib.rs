@@ -336,6 +336,9 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    // On cgroup2-only hosts the runtime puts relative paths next to its own
+    // cgroup (which holds it), not inside.
+    let unified_only = own.lines().count() == 1 && own.starts_with("0::");
     for line in text.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
             continue;
@@ -358,9 +361,14 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
             })
             .and_then(|l| l.splitn(3, ':').nth(2))
             .unwrap_or("/");
+        let base = if unified_only && own_path != "/" {
+            Path::new(own_path).parent().unwrap_or(Path::new("/"))
+        } else {
+            Path::new(own_path)
+        };
         out.push(
             Path::new(mount)
-                .join(own_path.trim_start_matches('/'))
+                .join(base.strip_prefix("/").unwrap_or(base))
                 .join(name),
         );
     }
