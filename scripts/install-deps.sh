@@ -12,7 +12,7 @@ PKGS=(
 )
 # The cgroup2-only VM of scripts/vm-test.sh (no recommends: no firmware,
 # no GUI bits).
-VM_PKGS=(qemu-system-x86 linux-image-amd64 cpio dash)
+VM_PKGS=(qemu-system-x86 linux-image-amd64 cpio dash systemd)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
