@@ -40,8 +40,6 @@ pub enum IdmapError {
     },
 }
 
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-
 /// True when mount `m` is to be id-mapped.
 pub fn wanted(m: &Mount) -> bool {
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or(&[]));
@@ -107,71 +105,19 @@ pub fn prepare(spec: &Spec, bundle: &Path) -> Result<Vec<Option<OwnedFd>>, Idmap
             }
         };
         let recursive = opts.recursive_bind || opts.recursive_idmap;
-        let tree = open_tree(&source, recursive)
+        let tree = sys::open_tree_clone(&source, recursive)
             .map_err(sys_err(format!("open_tree of {}", source.display())))?;
         let userns = userns_with_mappings(uids, gids)
             .map_err(sys_err("making its user namespace".into()))?;
-        set_idmap(&tree, &userns, recursive).map_err(sys_err(format!(
-            "id-mapping {} (does its filesystem support id-mapped mounts?)",
-            source.display()
-        )))?;
+        sys::mount_setattr(&tree, recursive, sys::MOUNT_ATTR_IDMAP, 0, Some(&userns)).map_err(
+            sys_err(format!(
+                "id-mapping {} (does its filesystem support id-mapped mounts?)",
+                source.display()
+            )),
+        )?;
         out.push(Some(tree));
     }
     Ok(out)
-}
-
-fn open_tree(path: &Path, recursive: bool) -> std::io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let mut flags = (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint;
-    if recursive {
-        flags |= libc::AT_RECURSIVE as libc::c_uint;
-    }
-    // SAFETY: valid C string; flags are constants.
-    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: open_tree returned a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
-}
-
-/// The layout of `struct mount_attr`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-fn set_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> std::io::Result<()> {
-    let mut attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    let mut flags = libc::AT_EMPTY_PATH;
-    if recursive {
-        flags |= libc::AT_RECURSIVE;
-    }
-    // SAFETY: valid fd, empty C string with AT_EMPTY_PATH, and a mount_attr
-    // of the size passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &mut attr as *mut MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A user namespace with these mappings, held by an fd: a short-lived

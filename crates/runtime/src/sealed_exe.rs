@@ -65,7 +65,7 @@ pub fn running_sealed() -> bool {
 /// A detached read-only bind mount of the running binary, as an fd to
 /// execute.
 fn read_only_mount() -> Result<OwnedFd, SealError> {
-    let tree = crate::sys::open_tree_clone(std::path::Path::new("/proc/self/exe"))
+    let tree = crate::sys::open_tree_clone(std::path::Path::new("/proc/self/exe"), false)
         .map_err(err("open_tree of /proc/self/exe"))?;
     crate::sys::mount_setattr_recursive(&tree, crate::sys::MOUNT_ATTR_RDONLY, 0)
         .map_err(err("making the binary's mount read-only"))?;

@@ -159,14 +159,32 @@ pub const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
 pub const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 pub const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x200000;
 
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
 /// `mount_setattr(2)` on the mount at `fd`, recursively.
 pub fn mount_setattr_recursive(fd: &impl AsRawFd, set: u64, clear: u64) -> io::Result<()> {
+    mount_setattr(fd, true, set, clear, None)
+}
+
+/// `mount_setattr(2)` on the mount at `fd` (and its submounts with
+/// `recursive`); `userns` goes with MOUNT_ATTR_IDMAP.
+pub fn mount_setattr(
+    fd: &impl AsRawFd,
+    recursive: bool,
+    set: u64,
+    clear: u64,
+    userns: Option<&OwnedFd>,
+) -> io::Result<()> {
     let mut attr = MountAttr {
         attr_set: set,
         attr_clr: clear,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: userns.map(|u| u.as_raw_fd() as u64).unwrap_or(0),
     };
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
     let empty = c"";
     // SAFETY: `attr` is a valid mount_attr of the size passed; the path is
     // an empty C string used with AT_EMPTY_PATH.
@@ -175,7 +193,7 @@ pub fn mount_setattr_recursive(fd: &impl AsRawFd, set: u64, clear: u64) -> io::R
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            flags,
             &mut attr as *mut MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -186,18 +204,16 @@ pub fn mount_setattr_recursive(fd: &impl AsRawFd, set: u64, clear: u64) -> io::R
 /// `open_tree(2)` with OPEN_TREE_CLONE: a detached copy of the mount at
 /// `path` (a bind mount of just that file or directory), attached to no
 /// mount namespace.
-pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
+/// With `recursive`, submounts come along.
+pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
     let c = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut flags = (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
     // SAFETY: valid C string; flags are constants.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
     let fd = check(ret)?;
     // SAFETY: open_tree returned a new fd that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
