@@ -36,20 +36,22 @@ pub struct Filter {
     ctx: ScmpFilterContext,
 }
 
+/// The action as libseccomp encodes it. The kernel has 16 bits for an
+/// errno or trace value (SECCOMP_RET_DATA) and libseccomp keeps only those,
+/// as runc and crun do; truncating here too makes two actions equal exactly
+/// when libseccomp sees them as the same, which the default-action check in
+/// [`compile`] relies on.
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> ScmpAction {
+    let data = errno.map_or(libc::EPERM as u16, |e| e as u16);
     match a {
         LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
             ScmpAction::KillThread
         }
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => {
-            ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32)
-        }
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(i32::from(data)),
         LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
-        LinuxSeccompAction::ScmpActTrace => {
-            ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16)
-        }
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(data),
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
     }
@@ -186,9 +188,76 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
 }
 
 impl Filter {
+    /// The filter as the kernel would receive it (classic BPF, 8 bytes per
+    /// `sock_filter` instruction), without loading it: for tests and the
+    /// fuzz target `seccomp`. libseccomp 2.5 exports only to a file
+    /// descriptor, so this goes through a memfd.
+    pub fn export_bpf(&self) -> Result<Vec<u8>, SeccompError> {
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        use std::io::{Read, Seek, SeekFrom};
+        let failed = |e: std::io::Error| {
+            SeccompError::Invalid(format!("exporting the filter through a memfd: {e}"))
+        };
+        let fd = memfd_create(c"hako-seccomp-bpf", MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| failed(e.into()))?;
+        let mut file = std::fs::File::from(fd);
+        self.ctx
+            .export_bpf(&file)
+            .map_err(lib("exporting the filter"))?;
+        let mut bpf = Vec::new();
+        file.seek(SeekFrom::Start(0)).map_err(failed)?;
+        file.read_to_end(&mut bpf).map_err(failed)?;
+        Ok(bpf)
+    }
+
     /// Loads the filter into the calling process (and, with TSYNC, all its
     /// threads). Without no_new_privs this needs CAP_SYS_ADMIN.
     pub fn load(&self) -> Result<(), SeccompError> {
         self.ctx.load().map_err(lib("loading the filter"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: &str) -> LinuxSeccomp {
+        serde_json::from_str(json).expect("profile parses")
+    }
+
+    fn bpf(json: &str) -> Vec<u8> {
+        compile(&profile(json))
+            .expect("profile compiles")
+            .export_bpf()
+            .expect("filter exports")
+    }
+
+    #[test]
+    fn exports_without_loading() {
+        let code = bpf(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+            {"names":["read","write"],"action":"SCMP_ACT_ALLOW"},
+            {"names":["personality"],"action":"SCMP_ACT_ALLOW",
+             "args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]}]}"#);
+        assert!(
+            !code.is_empty() && code.len().is_multiple_of(8),
+            "{} bytes",
+            code.len()
+        );
+        // SAFETY: PR_GET_SECCOMP takes no pointers; it returns this
+        // thread's seccomp mode.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_SECCOMP) }, 0);
+    }
+
+    /// Caught by the `seccomp` fuzz target (seed errno-default-and-rules):
+    /// errnoRet 65537 is errno 1 to libseccomp, so this rule repeats the
+    /// default action and must be skipped; it used to reach libseccomp,
+    /// which refused it (EACCES) and so failed the whole profile.
+    #[test]
+    fn rule_equal_to_default_after_truncation_is_skipped() {
+        let with_rule = bpf(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+            {"names":["close"],"action":"SCMP_ACT_ERRNO","errnoRet":65537},
+            {"names":["ptrace"],"action":"SCMP_ACT_ERRNO","errnoRet":4294901761}]}"#);
+        let without = bpf(r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1}"#);
+        assert_eq!(with_rule, without);
     }
 }
