@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{CgroupError, Result};
 use crate::fs::{join_under, read_file, read_pids, write_file};
 use crate::layout::{own_cgroups, Hierarchy, Layout, Mode};
+use crate::systemd::{self, UnitLimits, UnitPath};
 
 /// Where in the hierarchies a container's cgroup lives, resolved from
 /// `linux.cgroupsPath`.
@@ -75,6 +76,10 @@ pub struct Cgroup {
     /// and `/a/b` when they were new), removed with it when empty.
     #[serde(default)]
     pub created_parents: Vec<PathBuf>,
+    /// The systemd unit that owns this cgroup (`--systemd-cgroup`), stopped
+    /// by [`Cgroup::destroy`]. Absent from state files that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
 }
 
 impl Cgroup {
@@ -86,6 +91,7 @@ impl Cgroup {
             mode,
             dirs: Vec::new(),
             created_parents: Vec::new(),
+            systemd_unit: None,
         }
     }
 
@@ -127,7 +133,93 @@ impl Cgroup {
             mode: layout.mode,
             dirs,
             created_parents: Vec::new(),
+            systemd_unit: None,
         }
+    }
+
+    /// Where the cgroup of a systemd unit will be, computed before the
+    /// unit exists (the container's init is told before it is made).
+    pub fn locate_systemd(layout: &Layout, unit: &UnitPath) -> Cgroup {
+        let mut cg = Self::locate(layout, &CgroupPath::Absolute(unit.cgroup.clone()));
+        cg.systemd_unit = Some(unit.unit.clone());
+        cg
+    }
+
+    /// Has systemd start `unit` as a transient unit holding `pid` and waits
+    /// until `pid` is in its cgroup. Directories of v1 hierarchies systemd
+    /// does not manage are made here, as for cgroupfs. On failure the unit
+    /// is stopped again.
+    pub fn create_systemd(
+        layout: &Layout,
+        unit: &UnitPath,
+        pid: i32,
+        description: &str,
+        limits: UnitLimits,
+    ) -> Result<Cgroup> {
+        let mut cg = Self::locate_systemd(layout, unit);
+        systemd::start_unit(unit, pid, description, limits)?;
+        if let Err(e) = cg.join_systemd_unit(layout, unit, pid) {
+            if let Err(cleanup) = cg.destroy() {
+                return Err(CgroupError::SystemdCleanup {
+                    unit: unit.unit.clone(),
+                    error: Box::new(e),
+                    cleanup: Box::new(cleanup),
+                });
+            }
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    /// Waits for systemd's job to take effect, then places `pid` in the
+    /// directories systemd left to us.
+    fn join_systemd_unit(&mut self, layout: &Layout, unit: &UnitPath, pid: i32) -> Result<()> {
+        let timeout = |what: String| CgroupError::SystemdTimeout {
+            unit: unit.unit.clone(),
+            what,
+        };
+        if unit.is_slice() {
+            // A slice holds no process of its own: we move pid in below.
+            let dir = self
+                .systemd_dir()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            if !systemd::wait_for(|| dir.is_dir()) {
+                return Err(timeout(format!(
+                    "its cgroup {} did not appear",
+                    dir.display()
+                )));
+            }
+        } else if !systemd::wait_for(|| systemd::pid_in_cgroup(pid, &unit.cgroup)) {
+            return Err(timeout(format!(
+                "process {pid} was not moved into cgroup {}",
+                unit.cgroup
+            )));
+        }
+        let mut created = Vec::new();
+        let mut result = Ok(());
+        for (dir, h) in self.dirs.iter().zip(&layout.hierarchies) {
+            if !h.unified && !h.has("name=systemd") {
+                result = create_dir_chain(h, &dir.path, &mut created);
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        let leaves: Vec<&PathBuf> = self.dirs.iter().map(|d| &d.path).collect();
+        self.created_parents = created
+            .iter()
+            .filter(|p| !leaves.contains(p))
+            .cloned()
+            .collect();
+        result?;
+        self.add_process(pid)
+    }
+
+    /// The directory systemd itself manages: cgroup2's, or the v1
+    /// `name=systemd` hierarchy's on legacy hosts.
+    fn systemd_dir(&self) -> Option<&Path> {
+        self.unified_dir().or_else(|| self.dir_for("name=systemd"))
     }
 
     /// Creates every directory. On failure, whatever this call created is
@@ -239,7 +331,15 @@ impl Cgroup {
 
     /// Removes every directory that still exists. Retries briefly while the
     /// kernel finishes releasing exited processes.
+    /// A systemd unit is stopped first; systemd removes its cgroup.
     pub fn destroy(&self) -> Result<()> {
+        if let Some(unit) = &self.systemd_unit {
+            systemd::stop_unit(unit)?;
+            if let Some(dir) = self.systemd_dir() {
+                // What is left after the wait is removed below (or reported).
+                systemd::wait_for(|| !dir.exists());
+            }
+        }
         let mut first_err = None;
         for d in self.dirs.iter().rev() {
             // Sub-cgroups made inside the container go first, deepest first.
@@ -413,6 +513,18 @@ mod tests {
         assert!(CgroupPath::from_config(Some(Path::new("/a/../../etc")), "c1").is_err());
         assert!(CgroupPath::from_config(Some(Path::new("/")), "c1").is_err());
         assert!(CgroupPath::from_config(Some(Path::new("system.slice:hako:c1")), "c1").is_err());
+    }
+
+    #[test]
+    fn state_without_a_systemd_unit_still_loads() {
+        let old = r#"{"mode":"unified","dirs":[{"path":"/sys/fs/cgroup/c1","controllers":[],"unified":true}]}"#;
+        let cg: Cgroup = serde_json::from_str(old).expect("old state loads");
+        assert_eq!(cg.systemd_unit, None);
+        let mut cg = cg;
+        cg.systemd_unit = Some("hako-c1.scope".into());
+        let json = serde_json::to_string(&cg).expect("serializes");
+        let back: Cgroup = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back.systemd_unit.as_deref(), Some("hako-c1.scope"));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::systemd::dbus::DbusError;
+
 /// A failure while detecting, creating, configuring or removing a cgroup.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -69,6 +71,24 @@ pub enum CgroupError {
     /// A systemd cgroup driver was asked for where systemd does not run.
     #[error("systemd cgroup driver requested (--systemd-cgroup) but systemd is not running on this host (/run/systemd/system is absent)")]
     NoSystemd,
+    /// A call to systemd's manager (over D-Bus) failed; `source` carries
+    /// systemd's error name and message, or why it could not be reached.
+    #[error("systemd {method} of unit {unit}: {source}")]
+    Systemd {
+        unit: String,
+        method: &'static str,
+        source: DbusError,
+    },
+    /// systemd accepted a job for the unit, but its effect did not show.
+    #[error("systemd unit {unit}: {what} within {} s", crate::systemd::UNIT_TIMEOUT.as_secs())]
+    SystemdTimeout { unit: String, what: String },
+    /// Setting a systemd unit up failed, and stopping it again failed too.
+    #[error("{error}; stopping unit {unit} again also failed: {cleanup}")]
+    SystemdCleanup {
+        unit: String,
+        error: Box<CgroupError>,
+        cleanup: Box<CgroupError>,
+    },
 }
 
 fn verifier_log(log: &str) -> String {

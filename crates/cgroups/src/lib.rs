@@ -10,9 +10,12 @@
 //! on the same type.
 //!
 //! Module map (each imports only modules above it in this list):
+//! - [`systemd::dbus`]: the D-Bus wire protocol (imports nothing here).
 //! - [`error`]: the error type, naming the file or directory involved.
 //! - [`layout`]: which hierarchies are mounted where.
 //! - [`fs`]: small file helpers for cgroupfs writes.
+//! - [`systemd`]: the systemd driver's unit names and manager calls, over
+//!   a small D-Bus client of its own ([`systemd::dbus`]).
 //! - [`cgroup`]: the [`Cgroup`] type: create, place, freeze, remove.
 //! - [`devices`]: device rules, enforced by the v1 devices controller or an
 //!   eBPF program on cgroup2 (compiler in [`devices::program`]).
@@ -26,6 +29,7 @@ pub mod fs;
 pub mod layout;
 pub mod resources;
 pub mod stats;
+pub mod systemd;
 
 pub use cgroup::{Cgroup, CgroupPath};
 pub use error::CgroupError;

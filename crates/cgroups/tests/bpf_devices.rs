@@ -192,6 +192,7 @@ fn device_filter_is_enforced_and_replaced() {
             unified: true,
         }],
         created_parents: Vec::new(),
+        systemd_unit: None,
     };
     let second = rules(&["allow c 1:5 r", "allow c 1:3 m"]);
     let warnings = devices::apply(&cg, &second).expect("replace the rules");

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use hako_cgroups::systemd::{UnitLimits, UnitPath};
 use hako_cgroups::{Cgroup, CgroupError, CgroupPath, Layout};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use serde::Serialize;
@@ -223,9 +224,18 @@ impl Runtime {
             linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]),
         )?;
         let layout = Layout::detect()?;
-        let cg_path =
-            CgroupPath::from_config(linux.and_then(|l| l.cgroups_path().as_deref()), &opts.id)?;
-        let cgroup = match Cgroup::create(&layout, &cg_path) {
+        let cgroups_path = linux.and_then(|l| l.cgroups_path().as_deref());
+        // --systemd-cgroup: a scope needs a pid, so systemd makes the cgroup
+        // once init exists (waiting for Go); init is told where it will be.
+        let systemd_unit = match self.systemd_cgroup {
+            true => Some(UnitPath::from_config(cgroups_path, &opts.id)?),
+            false => None,
+        };
+        let created = match &systemd_unit {
+            Some(unit) => Ok(Cgroup::locate_systemd(&layout, unit)),
+            None => Cgroup::create(&layout, &CgroupPath::from_config(cgroups_path, &opts.id)?),
+        };
+        let cgroup = match created {
             Ok(cg) => cg,
             // Rootless without a delegated cgroup: fine unless limits were
             // asked for (runc's behaviour).
@@ -240,16 +250,9 @@ impl Runtime {
             }
             Err(e) => return Err(e.into()),
         };
-        guard.cgroup = Some(cgroup.clone());
-        if let (Some(res), false) = (resources, cgroup.is_none()) {
-            for w in hako_cgroups::resources::apply(&cgroup, res)? {
-                crate::warn!("{w}");
-            }
-        }
-        if !cgroup.is_none() {
-            for w in hako_cgroups::devices::apply(&cgroup, &device_rules)? {
-                crate::warn!("{w}");
-            }
+        if systemd_unit.is_none() {
+            guard.cgroup = Some(cgroup.clone());
+            apply_limits(&cgroup, resources, &device_rules)?;
         }
 
         // exec fifo: init holds it open read-write and blocks reading it.
@@ -348,7 +351,17 @@ impl Runtime {
             message,
         };
         let mut pid = pid;
-        cgroup.add_process(pid)?;
+        match &systemd_unit {
+            Some(unit) => {
+                let limits = UnitLimits::from_resources(layout.mode, resources);
+                let description = format!("hako container {}", opts.id);
+                let cg = Cgroup::create_systemd(&layout, unit, pid, &description, limits)?;
+                guard.cgroup = Some(cg.clone());
+                apply_limits(&cg, resources, &device_rules)?;
+                state.cgroup = cg;
+            }
+            None => cgroup.add_process(pid)?,
+        }
         if plan.new_user && !plan.two_stage {
             write_id_maps(pid, spec)?;
         }
@@ -1059,6 +1072,26 @@ impl Drop for SignalForwarder {
         // SAFETY: unblocking the set we blocked.
         unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
     }
+}
+
+/// Writes `linux.resources` and the device rules to a made cgroup.
+fn apply_limits(
+    cgroup: &Cgroup,
+    resources: Option<&oci_spec::runtime::LinuxResources>,
+    device_rules: &[hako_cgroups::devices::DeviceRule],
+) -> Result<()> {
+    if cgroup.is_none() {
+        return Ok(());
+    }
+    if let Some(res) = resources {
+        for w in hako_cgroups::resources::apply(cgroup, res)? {
+            crate::warn!("{w}");
+        }
+    }
+    for w in hako_cgroups::devices::apply(cgroup, device_rules)? {
+        crate::warn!("{w}");
+    }
+    Ok(())
 }
 
 /// Fails for a container without a cgroup (rootless, not delegated).

@@ -919,3 +919,179 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     );
     assert!(!pids_dir.exists(), "{} survived delete", pids_dir.display());
 }
+
+// ---------------------------------------------------------------------------
+// The systemd cgroup driver (--systemd-cgroup). Each test checks the branch
+// this machine allows: without systemd as PID 1 (/run/systemd/system absent:
+// the development hosts, the plain VM) the clear refusal; with it (the VM of
+// `HAKO_VM_SYSTEMD=1 scripts/vm-test.sh cgroups`) real transient units.
+// ---------------------------------------------------------------------------
+
+fn systemd_runs() -> bool {
+    Path::new("/run/systemd/system").exists()
+}
+
+/// The arguments of `--systemd-cgroup run --detach --bundle B ID`.
+fn systemd_run_args(b: &Bundle, id: &str) -> Vec<String> {
+    [
+        "--systemd-cgroup",
+        "run",
+        "--detach",
+        "--bundle",
+        &b.path().to_string_lossy(),
+        id,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn args_ref(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Asserts the refusal of a host without systemd, and that nothing is left.
+fn assert_refused_without_systemd(rt: &Runtime, b: &Bundle, id: &str) {
+    let err = rt.fails(&args_ref(&systemd_run_args(b, id)));
+    assert!(
+        err.contains("--systemd-cgroup") && err.contains("/run/systemd/system is absent"),
+        "unclear error: {err}"
+    );
+    assert!(!rt.has_state(id), "state of {id} left behind");
+}
+
+/// The cgroup of `pid` on this cgroup2-only machine.
+fn cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .trim()
+        .strip_prefix("0::")
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Deletes `id` with --force and asserts the unit and its cgroup are gone.
+fn assert_delete_removes_unit(rt: &Runtime, id: &str, unit: &str, dir: &Path) {
+    rt.ok(&["delete", "--force", id]);
+    assert!(
+        wait_until(20, || !dir.exists()),
+        "{} survived delete",
+        dir.display()
+    );
+    let transient = Path::new("/run/systemd/transient").join(unit);
+    assert!(
+        wait_until(20, || !transient.exists()),
+        "{} survived delete",
+        transient.display()
+    );
+    assert!(!rt.has_state(id));
+}
+
+#[test]
+fn systemd_cgroup_scope_holds_init_and_its_limits() {
+    let rt = Runtime::new();
+    let name = unique("sd");
+    let mut b = sh("sleep 300");
+    b.edit(|c| {
+        c["linux"]["cgroupsPath"] = json!(format!("system.slice:hako:{name}"));
+        c["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 33}});
+    });
+    let id = unique("sdc");
+    if !systemd_runs() {
+        assert_refused_without_systemd(&rt, &b, &id);
+        return;
+    }
+    assert!(on_v2("memory"), "the systemd VM is cgroup2 only");
+    rt.ok(&args_ref(&systemd_run_args(&b, &id)));
+    let pid = rt.state(&id)["pid"].as_i64().expect("pid") as i32;
+    let unit = format!("hako-{name}.scope");
+    assert_eq!(cgroup_of(pid), format!("/system.slice/{unit}"));
+    let scope = Path::new("/sys/fs/cgroup/system.slice").join(&unit);
+    assert_eq!(read_trim(&scope, "memory.max"), (64u64 << 20).to_string());
+    assert_eq!(read_trim(&scope, "pids.max"), "33");
+    assert!(
+        Path::new("/run/systemd/transient").join(&unit).exists(),
+        "systemd does not know {unit}"
+    );
+    let pids: Vec<i32> =
+        serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).expect("ps json");
+    assert_eq!(pids, vec![pid]);
+    // A second container may not take the same unit.
+    let id2 = unique("sdc");
+    let err = rt.fails(&args_ref(&systemd_run_args(&b, &id2)));
+    assert!(
+        err.contains("StartTransientUnit") && err.contains(&unit),
+        "unclear error: {err}"
+    );
+    assert!(!rt.has_state(&id2));
+    assert!(
+        alive(pid),
+        "the first container died with the second's failure"
+    );
+    assert_delete_removes_unit(&rt, &id, &unit, &scope);
+    assert!(!alive(pid));
+}
+
+#[test]
+fn systemd_cgroup_in_a_nested_slice() {
+    let rt = Runtime::new();
+    let name = unique("sdn");
+    let mut b = sh("sleep 300");
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(format!("hako-test.slice:hako:{name}")));
+    let id = unique("sdn");
+    if !systemd_runs() {
+        assert_refused_without_systemd(&rt, &b, &id);
+        return;
+    }
+    rt.ok(&args_ref(&systemd_run_args(&b, &id)));
+    let pid = rt.state(&id)["pid"].as_i64().expect("pid") as i32;
+    let unit = format!("hako-{name}.scope");
+    let cgroup = format!("/hako.slice/hako-test.slice/{unit}");
+    assert_eq!(cgroup_of(pid), cgroup);
+    let dir = Path::new("/sys/fs/cgroup").join(&cgroup[1..]);
+    assert_delete_removes_unit(&rt, &id, &unit, &dir);
+}
+
+#[test]
+fn systemd_cgroup_slice_unit_of_its_own() {
+    let rt = Runtime::new();
+    // A name ending in .slice: the unit is that slice (runc's behaviour).
+    let slice = format!("hakot-{}.slice", unique("s").replace('-', ""));
+    let mut b = sh("sleep 300");
+    b.edit(|c| {
+        c["linux"]["cgroupsPath"] = json!(format!("system.slice:hako:{slice}"));
+        c["linux"]["resources"] = json!({"pids": {"limit": 21}});
+    });
+    let id = unique("sds");
+    if !systemd_runs() {
+        assert_refused_without_systemd(&rt, &b, &id);
+        return;
+    }
+    rt.ok(&args_ref(&systemd_run_args(&b, &id)));
+    let pid = rt.state(&id)["pid"].as_i64().expect("pid") as i32;
+    let cgroup = format!("/hakot.slice/{slice}");
+    assert_eq!(cgroup_of(pid), cgroup);
+    let dir = Path::new("/sys/fs/cgroup").join(&cgroup[1..]);
+    assert_eq!(read_trim(&dir, "pids.max"), "21");
+    assert_delete_removes_unit(&rt, &id, &slice, &dir);
+}
+
+#[test]
+fn systemd_cgroup_bad_path_is_a_clear_error() {
+    let rt = Runtime::new();
+    let mut b = sh("true");
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!("not-a-valid-path"));
+    let id = unique("sdbad");
+    if !systemd_runs() {
+        assert_refused_without_systemd(&rt, &b, &id);
+        return;
+    }
+    let err = rt.fails(&args_ref(&systemd_run_args(&b, &id)));
+    assert!(
+        err.contains("linux.cgroupsPath")
+            && err.contains("not-a-valid-path")
+            && err.contains("slice:prefix:name"),
+        "unclear error: {err}"
+    );
+    assert!(!rt.has_state(&id));
+}
