@@ -15,6 +15,12 @@
 //!   exit 0                                          read(exec.fifo) … blocks
 //! hako-runtime start: write(exec.fifo) ──────────▶ startContainer hooks, execve
 //! ```
+//!
+//! A seccomp profile with SCMP_ACT_NOTIFY adds one step: init sends
+//! `SeccompListener` with the listener fd right after loading its filter
+//! (before caps are dropped, or with no_new_privs just before Ready), and
+//! create hands the fd to the agent at `listenerPath` before reading on
+//! (see [`crate::seccomp_agent`]).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -51,6 +57,10 @@ pub enum RuntimeError {
     Hook(#[from] HookError),
     #[error(transparent)]
     Idmap(#[from] crate::idmap::IdmapError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    SeccompAgent(#[from] crate::seccomp_agent::AgentError),
     #[error("container {id}: {message}")]
     Init { id: String, message: String },
     #[error("container {id} is {status}: {action}")]
@@ -183,6 +193,9 @@ impl Runtime {
         let spec = &config.spec;
         let linux = spec.linux().as_ref();
         let plan = Plan::new(linux.and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]))?;
+        if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
+            crate::seccomp::check_notify(profile)?;
+        }
         let wants_terminal = spec
             .process()
             .as_ref()
@@ -373,12 +386,35 @@ impl Runtime {
             .send(&Message::Go(pid.to_string()))
             .map_err(sys_err("starting container init"))?;
         loop {
-            match parent_chan
-                .recv()
-                .map_err(sys_err("waiting for container init"))?
-            {
-                Some(Message::Ready) => break,
-                Some(Message::RunCreateHooks) => {
+            let received = parent_chan
+                .recv_with_fd()
+                .map_err(sys_err("waiting for container init"))?;
+            let Some((message, fd)) = received else {
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                guard.child = None;
+                return Err(fail(format!(
+                    "init exited during setup ({})",
+                    describe_wait(status)
+                )));
+            };
+            match message {
+                Message::Ready => break,
+                Message::SeccompListener => {
+                    // Init loaded a filter that notifies and waits for no
+                    // reply: hand the fd on and read on.
+                    let listener = fd.ok_or_else(|| {
+                        fail("init sent its seccomp listener without the fd".into())
+                    })?;
+                    crate::seccomp_agent::send_listener(
+                        linux.and_then(|l| l.seccomp().as_ref()),
+                        pid,
+                        &oci_state(&state, Status::Creating),
+                        listener,
+                    )?;
+                }
+                Message::RunCreateHooks => {
                     #[allow(deprecated)]
                     let prestart = hooks::of(spec, |h| h.prestart());
                     let result = hooks::run("prestart", prestart, &state_json).and_then(|_| {
@@ -396,13 +432,13 @@ impl Runtime {
                         .send(&Message::HooksDone)
                         .map_err(sys_err("resuming container init"))?;
                 }
-                Some(Message::MapIds) if plan.two_stage => {
+                Message::MapIds if plan.two_stage => {
                     write_id_maps(pid, spec)?;
                     parent_chan
                         .send(&Message::IdsMapped)
                         .map_err(sys_err("resuming container init"))?;
                 }
-                Some(Message::Pid(init_pid)) if plan.two_stage => {
+                Message::Pid(init_pid) if plan.two_stage => {
                     // The first stage exits; its child is the container's init.
                     // SAFETY: reaping our own child.
                     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
@@ -416,20 +452,8 @@ impl Runtime {
                         .send(&Message::Go(pid.to_string()))
                         .map_err(sys_err("starting container init"))?;
                 }
-                Some(Message::Error(e)) => return Err(fail(e)),
-                Some(other) => {
-                    return Err(fail(format!("unexpected message from init: {other:?}")))
-                }
-                None => {
-                    let mut status = 0;
-                    // SAFETY: reaping our own child.
-                    unsafe { libc::waitpid(pid, &mut status, 0) };
-                    guard.child = None;
-                    return Err(fail(format!(
-                        "init exited during setup ({})",
-                        describe_wait(status)
-                    )));
-                }
+                Message::Error(e) => return Err(fail(e)),
+                other => return Err(fail(format!("unexpected message from init: {other:?}"))),
             }
         }
         state.phase = Status::Created;
@@ -796,7 +820,7 @@ impl Runtime {
     }
 }
 
-fn oci_state(st: &ContainerState, status: Status) -> OciState {
+pub(crate) fn oci_state(st: &ContainerState, status: Status) -> OciState {
     OciState {
         oci_version: OCI_VERSION.to_string(),
         id: st.id.clone(),

@@ -8,6 +8,11 @@
 //!   │◀─────────────────────────────────────────────Ready │ execve
 //!   wait (or exit with --detach)
 //! ```
+//!
+//! With a seccomp profile that notifies, the child sends `SeccompListener`
+//! and the listener fd right after loading its filter (before Ready, or
+//! with no_new_privs between Ready and execve) and the runtime hands it to
+//! the agent at `listenerPath` (see [`crate::seccomp_agent`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -191,31 +196,44 @@ impl Runtime {
         parent
             .send(&Message::Go(String::new()))
             .map_err(sys_err("starting the exec process"))?;
-        match parent.recv() {
-            Ok(Some(Message::Ready)) => {}
-            Ok(Some(Message::Error(e))) => {
-                reap(pid);
-                return Err(RuntimeError::Init {
+        // Ready comes just before execve; a failing execve reports an Error
+        // right after, and the channel closes on success (CLOEXEC). A
+        // filter that notifies sends its listener before or after Ready,
+        // depending on when it is loaded (see init::SeccompPlan).
+        let profile = linux.and_then(|l| l.seccomp().as_ref());
+        let mut ready = false;
+        loop {
+            let failure = match parent.recv_with_fd() {
+                Ok(Some((Message::Ready, _))) if !ready => {
+                    ready = true;
+                    continue;
+                }
+                Ok(Some((Message::SeccompListener, Some(listener)))) => {
+                    let exec_state = crate::container::oci_state(&state, status);
+                    match crate::seccomp_agent::send_listener(profile, pid, &exec_state, listener) {
+                        Ok(()) => continue,
+                        Err(e) => e.into(),
+                    }
+                }
+                Ok(Some((Message::SeccompListener, None))) => RuntimeError::Init {
+                    id: id.into(),
+                    message: "the exec process sent its seccomp listener without the fd".into(),
+                },
+                Ok(Some((Message::Error(e), _))) => RuntimeError::Init {
                     id: id.into(),
                     message: e,
-                });
-            }
-            other => {
-                reap(pid);
-                return Err(RuntimeError::Init {
+                },
+                _ if ready => break,
+                other => RuntimeError::Init {
                     id: id.into(),
-                    message: format!("exec process failed to start ({other:?})"),
-                });
-            }
-        }
-        // Ready is sent just before execve; a failing execve reports an
-        // Error right after, and the channel closes on success (CLOEXEC).
-        if let Ok(Some(Message::Error(e))) = parent.recv() {
+                    message: format!(
+                        "exec process failed to start ({:?})",
+                        other.map(|o| o.map(|(m, _)| m))
+                    ),
+                },
+            };
             reap(pid);
-            return Err(RuntimeError::Init {
-                id: id.into(),
-                message: e,
-            });
+            return Err(failure);
         }
         if let Some(f) = &opts.pid_file {
             write_pid_file(f, pid)?;
@@ -293,7 +311,7 @@ fn exec_child(
         sys::cloexec_from(3 + preserve_fds)
             .map_err(|e| format!("marking fds close-on-exec: {e}"))?;
         let filter = init::SeccompPlan::new(profile, p).map_err(|e| e.to_string())?;
-        filter.load_early().map_err(|e| e.to_string())?;
+        filter.load_early(chan).map_err(|e| e.to_string())?;
         init::apply_process(p, in_userns).map_err(|e| e.to_string())?;
         let args = p.args().clone().unwrap_or_default();
         let env = process::with_home(p.env().clone().unwrap_or_default(), p.user().uid());
@@ -307,7 +325,12 @@ fn exec_child(
                 return e.to_string();
             }
             process::reset_signals();
-            if let Err(e) = filter.load_late() {
+            // The runtime reads the channel until execve closes it: a
+            // listener's fd can still go there.
+            if let Err(e) = filter
+                .load_listener_late(chan)
+                .and_then(|()| filter.load_late())
+            {
                 return e.to_string();
             }
             process::exec(Path::new(&exe), &args, &env).to_string()

@@ -286,7 +286,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     sys::cloexec_from(3 + args.preserve_fds)
         .map_err(sys_err("marking inherited fds close-on-exec"))?;
     let filter = SeccompPlan::new(linux.and_then(|l| l.seccomp().as_ref()), process)?;
-    filter.load_early()?;
+    filter.load_early(&args.channel)?;
     apply_process(process, plan.in_userns)?;
     let args_list = process.args().clone().unwrap_or_default();
     let env = process::with_home(
@@ -295,6 +295,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     );
     let program = args_list.first().cloned().unwrap_or_default();
     let exe = process::find_executable(&program, &env)?;
+    filter.load_listener_late(&args.channel)?;
 
     // Ready: from here on the container lives on without the runtime.
     // SAFETY: prctl with integer arguments.
@@ -540,6 +541,13 @@ fn state_for_hooks(args: &InitArgs, pid: &str) -> String {
 /// When to load the seccomp filter: as late as possible, i.e. right before
 /// execve when no_new_privs is set; without it loading needs CAP_SYS_ADMIN,
 /// so before capabilities are dropped (what runc does too).
+///
+/// A filter with SCMP_ACT_NOTIFY is loaded with a listener, whose fd goes
+/// to the runtime over the sync channel at once; so it is loaded while the
+/// runtime still reads the channel: early as above, or with no_new_privs at
+/// [`SeccompPlan::load_listener_late`], which init calls just before Ready
+/// (`create` exits after Ready; runc's order too) and exec right before
+/// execve (`exec` reads the channel until execve closes it).
 pub struct SeccompPlan {
     filter: Option<crate::seccomp::Filter>,
     no_new_privs: bool,
@@ -557,19 +565,45 @@ impl SeccompPlan {
         })
     }
 
-    /// Loads now unless the filter can wait for `load_late`.
-    pub fn load_early(&self) -> Result<(), InitError> {
+    /// Loads now unless the filter can wait for a later step; a listener's
+    /// fd goes to the runtime over `chan`.
+    pub fn load_early(&self, chan: &Channel) -> Result<(), InitError> {
         match &self.filter {
-            Some(f) if !self.no_new_privs => Ok(f.load()?),
+            Some(f) if !self.no_new_privs => load_filter(f, chan),
             _ => Ok(()),
         }
     }
 
-    /// Loads right before execve when no_new_privs allows it.
-    pub fn load_late(&self) -> Result<(), InitError> {
+    /// With no_new_privs, loads a filter that notifies and sends its
+    /// listener's fd to the runtime over `chan`.
+    pub fn load_listener_late(&self, chan: &Channel) -> Result<(), InitError> {
         match &self.filter {
-            Some(f) if self.no_new_privs => Ok(f.load()?),
+            Some(f) if self.no_new_privs && f.uses_notify() => load_filter(f, chan),
             _ => Ok(()),
         }
     }
+
+    /// With no_new_privs, loads a filter without listener: right before
+    /// execve.
+    pub fn load_late(&self) -> Result<(), InitError> {
+        match &self.filter {
+            Some(f) if self.no_new_privs && !f.uses_notify() => Ok(f.load()?),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Loads `filter`. A listener's fd is sent to the runtime over `chan` as the
+/// very next syscall: until the runtime has passed it to the agent, a
+/// notified syscall of ours would wait for an answer (see
+/// [`Channel::send_seccomp_listener`]). Our copy is closed afterwards (it
+/// is close-on-exec anyway), so the agent holds the only one.
+fn load_filter(filter: &crate::seccomp::Filter, chan: &Channel) -> Result<(), InitError> {
+    if !filter.uses_notify() {
+        return Ok(filter.load()?);
+    }
+    let listener = filter.load_listener()?;
+    let sent = chan.send_seccomp_listener(std::os::fd::AsFd::as_fd(&listener));
+    drop(listener);
+    sent.map_err(sys_err("sending the seccomp listener fd to the runtime"))
 }

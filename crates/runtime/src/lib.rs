@@ -7,7 +7,8 @@
 //! - [`spec`]: loading and validating config.json.
 //! - [`state`]: container state on disk, locks, status.
 //! - [`signal`], [`sync`], [`console`], [`hooks`], [`mount_options`].
-//! - [`namespaces`], [`idmap`], [`rootfs`], [`process`]: the pieces of isolation.
+//! - [`namespaces`], [`idmap`], [`rootfs`], [`process`], [`seccomp`]: the
+//!   pieces of isolation; [`seccomp_agent`] hands seccomp listeners on.
 //! - [`init`]: the container's init during create (child side).
 //! - [`container`]: create, start, run, kill, delete, state, list (runtime side).
 //! - [`exec`]: a new process in a running container.
@@ -33,6 +34,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_agent;
 
 pub mod init;
 

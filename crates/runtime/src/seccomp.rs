@@ -4,7 +4,13 @@
 //! Unknown syscall names are skipped (with a debug line) like runc does, so
 //! one profile serves kernels and architectures of different ages; a
 //! malformed rule is an error naming the rule.
+//!
+//! SCMP_ACT_NOTIFY (user notification): the filter is loaded with a new
+//! listener ([`Filter::load_listener`]), whose fd the loading process
+//! sends to the runtime at once over the sync channel; the runtime passes
+//! it on to the agent at `listenerPath` ([`crate::seccomp_agent`]).
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::str::FromStr;
 
 use libseccomp::{
@@ -34,6 +40,8 @@ fn lib(what: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) 
 /// A compiled filter, ready to load.
 pub struct Filter {
     ctx: ScmpFilterContext,
+    /// Some rule uses SCMP_ACT_NOTIFY: load with [`Filter::load_listener`].
+    notify: bool,
 }
 
 /// The action as libseccomp encodes it. The kernel has 16 bits for an
@@ -78,12 +86,64 @@ pub fn uses_notify(s: &LinuxSeccomp) -> bool {
             .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
 }
 
+/// The syscall that carries the listener fd from the process that loaded
+/// the filter to the runtime ([`crate::sync::Channel::send_seccomp_listener`]).
+const LISTENER_SEND_SYSCALL: &str = "sendmsg";
+
+/// Checks a profile's use of SCMP_ACT_NOTIFY, as runc does: it needs a
+/// `listenerPath`, and may not notify the runtime's own way of handing the
+/// listener over. Until the listener fd has left the process that loaded
+/// the filter, a notified syscall there would wait for an agent that can
+/// never get the fd: so neither the default action (every syscall) nor a
+/// rule for `sendmsg` may be SCMP_ACT_NOTIFY (runc refuses the default
+/// action and `write`, its own carrier). Checked by `create` before it
+/// makes anything, and again when the filter is compiled.
+pub fn check_notify(s: &LinuxSeccomp) -> Result<(), SeccompError> {
+    if !uses_notify(s) {
+        return Ok(());
+    }
+    if s.listener_path()
+        .as_ref()
+        .is_none_or(|p| p.as_os_str().is_empty())
+    {
+        return Err(SeccompError::Invalid(
+            "SCMP_ACT_NOTIFY needs listenerPath: the unix socket of the seccomp agent \
+             that receives the notification fd"
+                .into(),
+        ));
+    }
+    if s.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(SeccompError::Invalid(
+            "SCMP_ACT_NOTIFY cannot be the default action: the process loading the filter \
+             must still send the listener fd to the runtime (runc refuses it too); \
+             notify the syscalls the agent handles, one rule each"
+                .into(),
+        ));
+    }
+    for (i, rule) in s.syscalls().iter().flatten().enumerate() {
+        if rule.action() == LinuxSeccompAction::ScmpActNotify
+            && rule.names().iter().any(|n| n == LISTENER_SEND_SYSCALL)
+        {
+            return Err(SeccompError::Invalid(format!(
+                "syscalls[{i}]: SCMP_ACT_NOTIFY cannot be used for {LISTENER_SEND_SYSCALL}: \
+                 the runtime sends the listener fd with it before any agent has the fd"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Compiles a profile.
 pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
-    if uses_notify(s) {
-        return Err(SeccompError::Invalid(
-            "SCMP_ACT_NOTIFY (seccomp user notification) is not supported yet".into(),
-        ));
+    check_notify(s)?;
+    let notify = uses_notify(s);
+    if notify
+        && !libseccomp::check_api(6, libseccomp::ScmpVersion::from((2, 5, 0))).unwrap_or(false)
+    {
+        return Err(SeccompError::Invalid(format!(
+            "SCMP_ACT_NOTIFY needs libseccomp >= 2.5.0 and Linux >= 5.7 (libseccomp API level 6; this one has {})",
+            libseccomp::get_api()
+        )));
     }
     let default = action(s.default_action(), s.default_errno_ret());
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("creating the filter"))?;
@@ -121,7 +181,11 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
                     .map_err(lib("flag SECCOMP_FILTER_FLAG_SPEC_ALLOW"))?;
             }
             LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-                // Only meaningful with user notification, which is refused above.
+                // libseccomp 2.5 has no attribute for it (SCMP_FLTATR_CTL_WAITKILL
+                // is 2.6): notified syscalls stay interruptible by any signal.
+                crate::debug!(
+                    "seccomp: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs libseccomp 2.6; ignored"
+                );
             }
         }
     }
@@ -184,7 +248,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
             }
         }
     }
-    Ok(Filter { ctx })
+    Ok(Filter { ctx, notify })
 }
 
 impl Filter {
@@ -214,6 +278,37 @@ impl Filter {
     /// threads). Without no_new_privs this needs CAP_SYS_ADMIN.
     pub fn load(&self) -> Result<(), SeccompError> {
         self.ctx.load().map_err(lib("loading the filter"))
+    }
+
+    /// True when the filter notifies (SCMP_ACT_NOTIFY): load it with
+    /// [`Filter::load_listener`].
+    pub fn uses_notify(&self) -> bool {
+        self.notify
+    }
+
+    /// Loads the filter like [`Filter::load`], with a new listener
+    /// (libseccomp adds SECCOMP_FILTER_FLAG_NEW_LISTENER for a filter that
+    /// notifies) and returns the listener's fd (close-on-exec).
+    ///
+    /// Between the load and the caller's sending of the fd, a notified
+    /// syscall would deadlock: on success this makes no syscall and no
+    /// allocation after the load (libseccomp only hands back the fd it
+    /// stored).
+    pub fn load_listener(&self) -> Result<OwnedFd, SeccompError> {
+        if let Err(e) = self.ctx.load() {
+            return Err(lib("loading the filter")(e));
+        }
+        match self.ctx.get_notify_fd() {
+            // SAFETY: the fd is the listener the kernel returned to this
+            // process when the filter was loaded. libseccomp keeps its
+            // number only to close it in seccomp_reset(NULL, …), which
+            // hako never calls, so this OwnedFd is its only owner.
+            Ok(fd) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Ok(fd) => Err(SeccompError::Invalid(format!(
+                "the filter was loaded without a listener (fd {fd})"
+            ))),
+            Err(e) => Err(lib("getting the listener fd")(e)),
+        }
     }
 }
 
