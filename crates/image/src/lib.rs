@@ -1,0 +1,29 @@
+//! Images: from a reference to a runnable bundle.
+//!
+//! Data flows one way through the modules, each of which depends only on
+//! the ones above it in this list:
+//!
+//! - [`digest`]: content digests (sha256, sha512), parsing and streaming
+//!   verification.
+//! - [`reference`]: image references and transports as skopeo spells them
+//!   (`busybox` → `docker.io/library/busybox:latest`, `oci:PATH[:TAG]`, …).
+//! - [`manifest`]: OCI and Docker schema 2 manifests, indexes and manifest
+//!   lists; platform selection.
+//! - [`store`]: the content store (blobs written atomically, verified before
+//!   they become visible) and image metadata in an embedded database.
+//! - [`registry`]: the distribution-spec client (auth, retries, resume).
+//! - [`unpack`]: applying layer tars to a directory, every path kept inside.
+//! - [`snapshot`]: unpacked layers keyed by chain ID, overlayfs mounts or a
+//!   flattened copy.
+//! - [`bundle`]: image config → runtime `config.json` and rootfs.
+//! - [`pull`]: the pipeline that ties them together.
+
+pub mod bundle;
+pub mod digest;
+pub mod manifest;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod snapshot;
+pub mod store;
+pub mod unpack;
