@@ -163,6 +163,22 @@ impl Drop for CreateGuard<'_> {
 }
 
 impl Runtime {
+    /// The seccomp program for `linux.seccomp`, compiled once per profile
+    /// and cached under the state root (see [`crate::seccomp_cache`]).
+    pub(crate) fn seccomp_program(
+        &self,
+        linux: Option<&oci_spec::runtime::Linux>,
+    ) -> Result<Option<crate::seccomp_cache::Program>> {
+        let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) else {
+            return Ok(None);
+        };
+        let cache = self.store.root.join(crate::seccomp_cache::CACHE_DIR);
+        Ok(Some(crate::seccomp_cache::Program::for_profile(
+            profile,
+            Some(&cache),
+        )?))
+    }
+
     pub fn new(root: impl Into<PathBuf>, systemd_cgroup: bool) -> Runtime {
         Runtime {
             store: Store::new(root),
@@ -193,9 +209,9 @@ impl Runtime {
         let spec = &config.spec;
         let linux = spec.linux().as_ref();
         let plan = Plan::new(linux.and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]))?;
-        if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
-            crate::seccomp::check_notify(profile)?;
-        }
+        // Compiled (or read from the cache) before anything is made: a bad
+        // profile fails here with nothing to undo.
+        let seccomp = self.seccomp_program(linux)?;
         let wants_terminal = spec
             .process()
             .as_ref()
@@ -329,6 +345,7 @@ impl Runtime {
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
                 idmapped: &idmapped,
+                seccomp: seccomp.as_ref(),
             });
         }
         if let Some(own) = &own_pidns {

@@ -152,6 +152,7 @@ impl Runtime {
                 action: "exec needs a running container".into(),
             });
         }
+        let seccomp = self.seccomp_program(linux)?;
         let blocked = if opts.detach {
             None
         } else {
@@ -162,7 +163,6 @@ impl Runtime {
         let pid = unsafe { sys::clone_fork(0) }.map_err(sys_err("fork of the exec process"))?;
         if pid == 0 {
             drop(parent);
-            let profile = linux.and_then(|l| l.seccomp().as_ref());
             let fds = ChildFds {
                 console: console.as_ref(),
                 root: root.as_ref(),
@@ -171,7 +171,7 @@ impl Runtime {
                 &child,
                 &joins,
                 p,
-                profile,
+                seccomp.as_ref(),
                 in_userns,
                 fds,
                 opts.preserve_fds,
@@ -257,14 +257,14 @@ fn exec_child(
     chan: &Channel,
     joins: &[OpenNamespace],
     p: &Process,
-    profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+    seccomp: Option<&crate::seccomp_cache::Program>,
     in_userns: bool,
     fds: ChildFds,
     preserve_fds: u32,
 ) -> String {
     let console = fds.console;
-    type Prepared = (PathBuf, Vec<String>, Vec<String>, init::SeccompPlan);
-    let run = || -> std::result::Result<Prepared, String> {
+    type Prepared<'a> = (PathBuf, Vec<String>, Vec<String>, init::SeccompPlan<'a>);
+    let run = || -> std::result::Result<Prepared<'_>, String> {
         match chan.recv() {
             Ok(Some(Message::Go(_))) => {}
             _ => return Err("the runtime went away".into()),
@@ -310,7 +310,7 @@ fn exec_child(
         }
         sys::cloexec_from(3 + preserve_fds)
             .map_err(|e| format!("marking fds close-on-exec: {e}"))?;
-        let filter = init::SeccompPlan::new(profile, p).map_err(|e| e.to_string())?;
+        let filter = init::SeccompPlan::new(seccomp, p);
         filter.load_early(chan).map_err(|e| e.to_string())?;
         init::apply_process(p, in_userns).map_err(|e| e.to_string())?;
         let args = p.args().clone().unwrap_or_default();

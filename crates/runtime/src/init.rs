@@ -15,6 +15,7 @@ use crate::hooks::{self, HookError};
 use crate::namespaces::{self, NamespaceError, Plan};
 use crate::process::{self, ProcessError};
 use crate::rootfs::{self, MountContext, NodeKind, Root, RootfsError};
+use crate::seccomp_cache::Program;
 use crate::spec::Config;
 use crate::sync::{Channel, Message};
 use crate::sys;
@@ -68,6 +69,8 @@ pub struct InitArgs<'a> {
     pub preserve_fds: u32,
     /// Id-mapped mounts prepared by the runtime, by mount index.
     pub idmapped: &'a [Option<OwnedFd>],
+    /// The seccomp program for `linux.seccomp`, compiled by the runtime.
+    pub seccomp: Option<&'a Program>,
 }
 
 /// Entry point in the child. Never returns.
@@ -285,7 +288,7 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
     };
     sys::cloexec_from(3 + args.preserve_fds)
         .map_err(sys_err("marking inherited fds close-on-exec"))?;
-    let filter = SeccompPlan::new(linux.and_then(|l| l.seccomp().as_ref()), process)?;
+    let filter = SeccompPlan::new(args.seccomp, process);
     filter.load_early(&args.channel)?;
     apply_process(process, plan.in_userns)?;
     let args_list = process.args().clone().unwrap_or_default();
@@ -548,28 +551,26 @@ fn state_for_hooks(args: &InitArgs, pid: &str) -> String {
 /// [`SeccompPlan::load_listener_late`], which init calls just before Ready
 /// (`create` exits after Ready; runc's order too) and exec right before
 /// execve (`exec` reads the channel until execve closes it).
-pub struct SeccompPlan {
-    filter: Option<crate::seccomp::Filter>,
+pub struct SeccompPlan<'a> {
+    program: Option<&'a Program>,
     no_new_privs: bool,
 }
 
-impl SeccompPlan {
-    /// Compiles the profile (errors surface before the container is ready).
-    pub fn new(
-        profile: Option<&oci_spec::runtime::LinuxSeccomp>,
-        process: &Process,
-    ) -> Result<SeccompPlan, InitError> {
-        Ok(SeccompPlan {
-            filter: profile.map(crate::seccomp::compile).transpose()?,
+impl<'a> SeccompPlan<'a> {
+    /// `program` was compiled (or taken from the cache) by the runtime
+    /// before it cloned this process.
+    pub fn new(program: Option<&'a Program>, process: &Process) -> SeccompPlan<'a> {
+        SeccompPlan {
+            program,
             no_new_privs: process.no_new_privileges() == Some(true),
-        })
+        }
     }
 
     /// Loads now unless the filter can wait for a later step; a listener's
     /// fd goes to the runtime over `chan`.
     pub fn load_early(&self, chan: &Channel) -> Result<(), InitError> {
-        match &self.filter {
-            Some(f) if !self.no_new_privs => load_filter(f, chan),
+        match self.program {
+            Some(p) if !self.no_new_privs => load_program(p, chan),
             _ => Ok(()),
         }
     }
@@ -577,8 +578,8 @@ impl SeccompPlan {
     /// With no_new_privs, loads a filter that notifies and sends its
     /// listener's fd to the runtime over `chan`.
     pub fn load_listener_late(&self, chan: &Channel) -> Result<(), InitError> {
-        match &self.filter {
-            Some(f) if self.no_new_privs && f.uses_notify() => load_filter(f, chan),
+        match self.program {
+            Some(p) if self.no_new_privs && p.uses_notify() => load_program(p, chan),
             _ => Ok(()),
         }
     }
@@ -586,23 +587,25 @@ impl SeccompPlan {
     /// With no_new_privs, loads a filter without listener: right before
     /// execve.
     pub fn load_late(&self) -> Result<(), InitError> {
-        match &self.filter {
-            Some(f) if self.no_new_privs && !f.uses_notify() => Ok(f.load()?),
+        match self.program {
+            Some(p) if self.no_new_privs && !p.uses_notify() => {
+                p.load()?;
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 }
 
-/// Loads `filter`. A listener's fd is sent to the runtime over `chan` as the
-/// very next syscall: until the runtime has passed it to the agent, a
+/// Loads `program`. A listener's fd is sent to the runtime over `chan` as
+/// the very next syscall: until the runtime has passed it to the agent, a
 /// notified syscall of ours would wait for an answer (see
 /// [`Channel::send_seccomp_listener`]). Our copy is closed afterwards (it
 /// is close-on-exec anyway), so the agent holds the only one.
-fn load_filter(filter: &crate::seccomp::Filter, chan: &Channel) -> Result<(), InitError> {
-    if !filter.uses_notify() {
-        return Ok(filter.load()?);
-    }
-    let listener = filter.load_listener()?;
+fn load_program(program: &Program, chan: &Channel) -> Result<(), InitError> {
+    let Some(listener) = program.load()? else {
+        return Ok(());
+    };
     let sent = chan.send_seccomp_listener(std::os::fd::AsFd::as_fd(&listener));
     drop(listener);
     sent.map_err(sys_err("sending the seccomp listener fd to the runtime"))

@@ -35,6 +35,7 @@ pub mod process;
 pub mod rootfs;
 pub mod seccomp;
 pub mod seccomp_agent;
+pub mod seccomp_cache;
 
 pub mod init;
 

@@ -5,12 +5,14 @@
 //! one profile serves kernels and architectures of different ages; a
 //! malformed rule is an error naming the rule.
 //!
-//! SCMP_ACT_NOTIFY (user notification): the filter is loaded with a new
-//! listener ([`Filter::load_listener`]), whose fd the loading process
-//! sends to the runtime at once over the sync channel; the runtime passes
-//! it on to the agent at `listenerPath` ([`crate::seccomp_agent`]).
+//! The runtime exports the compiled program and caches it; the container
+//! process loads it with seccomp(2) ([`crate::seccomp_cache`]).
+//!
+//! SCMP_ACT_NOTIFY (user notification): the program is loaded with a new
+//! listener, whose fd the loading process sends to the runtime at once
+//! over the sync channel; the runtime passes it on to the agent at
+//! `listenerPath` ([`crate::seccomp_agent`]).
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::str::FromStr;
 
 use libseccomp::{
@@ -40,8 +42,6 @@ fn lib(what: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) 
 /// A compiled filter, ready to load.
 pub struct Filter {
     ctx: ScmpFilterContext,
-    /// Some rule uses SCMP_ACT_NOTIFY: load with [`Filter::load_listener`].
-    notify: bool,
 }
 
 /// The action as libseccomp encodes it. The kernel has 16 bits for an
@@ -181,11 +181,8 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
                     .map_err(lib("flag SECCOMP_FILTER_FLAG_SPEC_ALLOW"))?;
             }
             LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-                // libseccomp 2.5 has no attribute for it (SCMP_FLTATR_CTL_WAITKILL
-                // is 2.6): notified syscalls stay interruptible by any signal.
-                crate::debug!(
-                    "seccomp: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs libseccomp 2.6; ignored"
-                );
+                // A load flag only (libseccomp 2.5 has no attribute for it):
+                // seccomp_cache::Program::load passes it with a listener.
             }
         }
     }
@@ -248,7 +245,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
             }
         }
     }
-    Ok(Filter { ctx, notify })
+    Ok(Filter { ctx })
 }
 
 impl Filter {
@@ -272,43 +269,6 @@ impl Filter {
         file.seek(SeekFrom::Start(0)).map_err(failed)?;
         file.read_to_end(&mut bpf).map_err(failed)?;
         Ok(bpf)
-    }
-
-    /// Loads the filter into the calling process (and, with TSYNC, all its
-    /// threads). Without no_new_privs this needs CAP_SYS_ADMIN.
-    pub fn load(&self) -> Result<(), SeccompError> {
-        self.ctx.load().map_err(lib("loading the filter"))
-    }
-
-    /// True when the filter notifies (SCMP_ACT_NOTIFY): load it with
-    /// [`Filter::load_listener`].
-    pub fn uses_notify(&self) -> bool {
-        self.notify
-    }
-
-    /// Loads the filter like [`Filter::load`], with a new listener
-    /// (libseccomp adds SECCOMP_FILTER_FLAG_NEW_LISTENER for a filter that
-    /// notifies) and returns the listener's fd (close-on-exec).
-    ///
-    /// Between the load and the caller's sending of the fd, a notified
-    /// syscall would deadlock: on success this makes no syscall and no
-    /// allocation after the load (libseccomp only hands back the fd it
-    /// stored).
-    pub fn load_listener(&self) -> Result<OwnedFd, SeccompError> {
-        if let Err(e) = self.ctx.load() {
-            return Err(lib("loading the filter")(e));
-        }
-        match self.ctx.get_notify_fd() {
-            // SAFETY: the fd is the listener the kernel returned to this
-            // process when the filter was loaded. libseccomp keeps its
-            // number only to close it in seccomp_reset(NULL, …), which
-            // hako never calls, so this OwnedFd is its only owner.
-            Ok(fd) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-            Ok(fd) => Err(SeccompError::Invalid(format!(
-                "the filter was loaded without a listener (fd {fd})"
-            ))),
-            Err(e) => Err(lib("getting the listener fd")(e)),
-        }
     }
 }
 

@@ -645,3 +645,42 @@ fn runtime_syscalls_after_the_load_are_notified_without_deadlock() {
         assert!(answered > 10, "nnp={nnp}: only {answered} notifications");
     }
 }
+
+/// The runtime compiles a profile once and keeps the program under its
+/// state root (`@seccomp`, not a container); the next container with the
+/// same profile loads the cached program, and the rule still bites.
+#[test]
+fn compiled_programs_are_cached_under_the_state_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = Runtime::new();
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    });
+    let cache = rt.root.path.join("@seccomp");
+    for round in 0..2 {
+        let b = with_profile(
+            &["sh", "-c", "mkdir /tmp/blocked 2>/dev/null; echo mkdir=$?"],
+            profile.clone(),
+            true,
+        );
+        let (code, out, err) = rt.run_bundle(&b, &unique("sccache"));
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "mkdir=1\n"),
+            "round {round}: {err}"
+        );
+        let entries: Vec<_> = std::fs::read_dir(&cache)
+            .expect("the cache directory exists")
+            .flatten()
+            .collect();
+        assert_eq!(entries.len(), 1, "round {round}: one program per profile");
+        let mode = entries[0].metadata().expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(
+        rt.ok(&["list", "-q"]).trim(),
+        "",
+        "the cache is not a container"
+    );
+}
