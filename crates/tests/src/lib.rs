@@ -381,3 +381,34 @@ pub fn mount_count() -> usize {
         .map(|t| t.lines().count())
         .unwrap_or(0)
 }
+
+/// Receives one message on a unix socket and the fds sent along with it
+/// (SCM_RIGHTS, close-on-exec): what a console socket or a seccomp agent
+/// gets from the runtime. Panics on a socket error (tests only).
+pub fn recv_with_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    max_len: usize,
+) -> (Vec<u8>, Vec<std::os::fd::OwnedFd>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut buf = vec![0u8; max_len];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .expect("recvmsg");
+    let n = msg.bytes;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().expect("control messages") {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: the kernel installed these fds for us; we own them.
+            fds.extend(received.iter().map(|&f| unsafe { OwnedFd::from_raw_fd(f) }));
+        }
+    }
+    buf.truncate(n);
+    (buf, fds)
+}

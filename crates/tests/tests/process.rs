@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 
 use common::{run_detached, run_ok, sh, status_field};
@@ -475,27 +475,10 @@ fn exec_into_stopped_or_missing_container_fails() {
 /// Accepts one connection on `listener` and receives the fd sent on it
 /// with SCM_RIGHTS, and the message text.
 fn receive_fd(listener: &UnixListener) -> (String, OwnedFd) {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let (stream, _) = listener.accept().expect("accept");
-    let mut buf = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .expect("recvmsg");
-    let n = msg.bytes;
-    let mut fd = None;
-    for c in msg.cmsgs().expect("cmsgs") {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the kernel installed these fds for us; we own them.
-            fd = fds.first().map(|&f| unsafe { OwnedFd::from_raw_fd(f) });
-        }
-    }
-    let name = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let (text, fds) = hako_tests::recv_with_fds(stream.as_fd(), 4096);
+    let name = String::from_utf8_lossy(&text).into_owned();
+    let fd = fds.into_iter().next();
     (name, fd.expect("no fd received over the console socket"))
 }
 

@@ -4,7 +4,7 @@
 //! supervisor in the test, answering through the kernel's ioctls).
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc;
@@ -176,26 +176,7 @@ fn agent(path: &Path, connections: usize) -> mpsc::Receiver<Delivery> {
 /// Reads one delivery: the fd comes with the first bytes (SCM_RIGHTS), the
 /// JSON runs until the runtime closes the connection.
 fn receive_delivery(stream: &UnixStream) -> Delivery {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = vec![0u8; 65536];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .expect("recvmsg on the agent socket");
-    let n = msg.bytes;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs().expect("cmsgs") {
-        if let ControlMessageOwned::ScmRights(received) = c {
-            // SAFETY: the kernel installed these fds for us; we own them.
-            fds.extend(received.iter().map(|&f| unsafe { OwnedFd::from_raw_fd(f) }));
-        }
-    }
-    let mut json = buf[..n].to_vec();
+    let (mut json, mut fds) = hako_tests::recv_with_fds(stream.as_fd(), 65536);
     (&*stream).read_to_end(&mut json).expect("read the rest");
     assert_eq!(fds.len(), 1, "exactly one fd (the listener) is sent");
     let state = serde_json::from_slice(&json).unwrap_or_else(|e| {
