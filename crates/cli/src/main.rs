@@ -1,6 +1,426 @@
-//! `hako`: the engine's command line (images for now).
+//! `hako`: the engine's command line (images for now). Argument parsing,
+//! output and exit codes only; the work is in hako-image.
 
-fn main() {
-    eprintln!("hako: not yet");
-    std::process::exit(1);
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hako_image::bundle::BundleOptions;
+use hako_image::manifest::Platform;
+use hako_image::pull::{self, PullOptions};
+use hako_image::reference::{ImageSource, Reference};
+use hako_image::registry::{self, Client, Credentials};
+use hako_image::store::{ImageRecord, Store};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(
+    name = "hako",
+    version,
+    about = "hako: images and containers on one node"
+)]
+struct Cli {
+    /// Where images and their layers are stored.
+    #[arg(long, global = true, default_value = "/var/lib/hako")]
+    root: PathBuf,
+    /// Where runtime state lives.
+    #[arg(long, global = true, default_value = "/run/hako")]
+    runroot: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pull an image from a registry.
+    Pull {
+        /// os/arch[/variant] to pick from a multi-platform image.
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(short, long)]
+        quiet: bool,
+        reference: String,
+    },
+    /// List images.
+    Images {
+        /// `json` or a table (default).
+        #[arg(long)]
+        format: Option<String>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Image commands.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Add a name to an image.
+    Tag { source: String, target: String },
+    /// Remove images (by name or ID).
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Store credentials for a registry.
+    Login {
+        #[arg(short, long)]
+        username: Option<String>,
+        #[arg(short, long)]
+        password: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+        registry: String,
+    },
+    /// Remove stored credentials for a registry.
+    Logout { registry: String },
+    /// Push an image to a registry.
+    Push {
+        image: String,
+        destination: Option<String>,
+    },
+    /// Storage use.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Show an image's record and config as JSON.
+    Inspect { image: String },
+    /// Write a runtime bundle (rootfs/ and config.json) for an image.
+    Unpack {
+        /// Docker's default capabilities and seccomp profile.
+        #[arg(long)]
+        hardened: bool,
+        image: String,
+        dir: PathBuf,
+    },
+    /// Remove unused blobs and layers.
+    Prune,
+    /// List images.
+    Ls {
+        #[arg(long)]
+        format: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SystemCommand {
+    /// Disk usage of images and layers.
+    Df,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = e.source();
+            while let Some(s) = src {
+                let t = s.to_string();
+                if !msg.contains(&t) {
+                    msg.push_str(": ");
+                    msg.push_str(&t);
+                }
+                src = s.source();
+            }
+            eprintln!("hako: {msg}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Pull {
+            platform,
+            quiet,
+            reference,
+        } => {
+            let store = Store::open(&cli.root)?;
+            let r = registry_ref(&reference)?;
+            let opts = PullOptions {
+                platform: platform.as_deref().map(Platform::parse).transpose()?,
+                quiet,
+                credentials: None,
+            };
+            let rec = pull::pull(&store, &r, &opts)?;
+            if quiet {
+                println!("{}", rec.id.encoded());
+            }
+            Ok(())
+        }
+        Command::Images { format, quiet } => {
+            list(&Store::open(&cli.root)?, format.as_deref(), quiet)
+        }
+        Command::Image { command } => match command {
+            ImageCommand::Ls { format } => list(&Store::open(&cli.root)?, format.as_deref(), false),
+            ImageCommand::Inspect { image } => {
+                let store = Store::open(&cli.root)?;
+                let rec = store.resolve(&image)?;
+                let config: serde_json::Value = serde_json::from_slice(
+                    &store.read_blob(&rec.id, hako_image::manifest::MAX_JSON)?,
+                )?;
+                let out = serde_json::json!([{
+                    "Id": rec.id.encoded(), "Digest": rec.manifest_digest, "RepoTags": rec.names,
+                    "Created": rec.created, "Size": rec.size, "Platform": rec.platform,
+                    "Layers": rec.layers, "RootFS": {"Type": "layers", "Layers": rec.diff_ids},
+                    "ManifestType": rec.manifest_media_type, "Config": config["config"],
+                }]);
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                Ok(())
+            }
+            ImageCommand::Unpack {
+                hardened,
+                image,
+                dir,
+            } => {
+                let store = Store::open(&cli.root)?;
+                let rec = store.resolve(&image)?;
+                if dir.join("rootfs").exists() {
+                    return Err(format!("{}: rootfs already exists", dir.display()).into());
+                }
+                let opts = BundleOptions {
+                    hardened,
+                    ..Default::default()
+                };
+                let result = pull::unpack_bundle(&store, &rec, &dir, &opts);
+                if result.is_err() {
+                    // Nothing half-written left behind.
+                    let _ = std::fs::remove_dir_all(dir.join("rootfs"));
+                    let _ = std::fs::remove_file(dir.join("config.json"));
+                }
+                result
+            }
+            ImageCommand::Prune => {
+                let store = Store::open(&cli.root)?;
+                let (n, bytes) = prune(&store)?;
+                println!("removed {n} unused blobs and layers ({})", human(bytes));
+                Ok(())
+            }
+        },
+        Command::Tag { source, target } => {
+            let store = Store::open(&cli.root)?;
+            let mut rec = store.resolve(&source)?;
+            rec.names = vec![Reference::parse(&target)?.to_string()];
+            store.put_image(&rec)?;
+            Ok(())
+        }
+        Command::Rmi { images } => {
+            let store = Store::open(&cli.root)?;
+            let mut failed = None;
+            for i in images {
+                match rmi(&store, &i) {
+                    Ok(msg) => println!("{msg}"),
+                    Err(e) => {
+                        eprintln!("hako: {i}: {e}");
+                        failed = Some(format!("{i}: {e}"));
+                    }
+                }
+            }
+            prune(&store)?;
+            match failed {
+                Some(f) => Err(f.into()),
+                None => Ok(()),
+            }
+        }
+        Command::Login {
+            username,
+            password,
+            password_stdin,
+            registry: host,
+        } => {
+            let username = username.ok_or("--username is required")?;
+            let password = match (password, password_stdin) {
+                (Some(p), false) => p,
+                (None, true) => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s.trim_end_matches(['\n', '\r']).to_string()
+                }
+                _ => return Err("give the password with --password or --password-stdin".into()),
+            };
+            let creds = Credentials { username, password };
+            let probe = Reference::parse(&format!("{host}/hako-login-probe"))?;
+            Client::new(&probe, Some(creds.clone())).ping()?;
+            let file = registry::save_credentials(&probe.registry, Some(&creds))?;
+            println!("Login Succeeded! (credentials in {})", file.display());
+            Ok(())
+        }
+        Command::Logout { registry: host } => {
+            let probe = Reference::parse(&format!("{host}/hako-login-probe"))?;
+            registry::save_credentials(&probe.registry, None)?;
+            println!("Removed login credentials for {}", probe.registry);
+            Ok(())
+        }
+        Command::Push { image, destination } => {
+            let store = Store::open(&cli.root)?;
+            let rec = store.resolve(&image)?;
+            let dest = registry_ref(destination.as_deref().unwrap_or(&image))?;
+            push(&store, &rec, &dest)
+        }
+        Command::System {
+            command: SystemCommand::Df,
+        } => {
+            let store = Store::open(&cli.root)?;
+            let images = store.images()?;
+            let blobs = dir_size(&store.root().join("blobs"));
+            let layers = dir_size(&store.root().join("snapshots"));
+            println!("{:<10} {:>6} {:>12}", "TYPE", "TOTAL", "SIZE");
+            println!("{:<10} {:>6} {:>12}", "Images", images.len(), human(blobs));
+            println!(
+                "{:<10} {:>6} {:>12}",
+                "Layers",
+                count(&store.root().join("snapshots")),
+                human(layers)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn registry_ref(s: &str) -> Result<Reference, Error> {
+    match ImageSource::parse(s)? {
+        ImageSource::Registry(r) => Ok(r),
+        other => {
+            Err(format!("{other:?}: only registry references are supported here so far").into())
+        }
+    }
+}
+
+fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
+    let images = store.images()?;
+    if format == Some("json") {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(());
+    }
+    if quiet {
+        for i in &images {
+            println!("{}", &i.id.encoded()[..12]);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<16} {:<14} {:<22} {:>10}",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+    );
+    for i in &images {
+        let rows: Vec<(String, String)> = if i.names.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            i.names
+                .iter()
+                .map(|n| match Reference::parse(n) {
+                    Ok(r) => (r.name(), r.tag.unwrap_or_else(|| "<none>".into())),
+                    Err(_) => (n.clone(), "<none>".into()),
+                })
+                .collect()
+        };
+        for (repo, tag) in rows {
+            println!(
+                "{:<40} {:<16} {:<14} {:<22} {:>10}",
+                repo,
+                tag,
+                &i.id.encoded()[..12],
+                i.created.get(..19).unwrap_or(&i.created),
+                human(i.size)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn rmi(store: &Store, what: &str) -> Result<String, Error> {
+    let rec = store.resolve(what)?;
+    let normalised = Reference::parse(what).ok().map(|r| r.to_string());
+    // A name untags; the image goes with its last name or when asked by ID.
+    if let Some(n) = normalised.filter(|n| rec.names.contains(n)) {
+        if rec.names.len() > 1 {
+            store.untag(&rec, &n)?;
+            return Ok(format!("Untagged: {n}"));
+        }
+    }
+    store.remove_image(&rec.id)?;
+    Ok(format!("Deleted: {}", rec.id.encoded()))
+}
+
+/// Drops blobs and layers no image uses.
+fn prune(store: &Store) -> Result<(u64, u64), Error> {
+    let (n, bytes) = store.gc_blobs()?;
+    let mut keep = std::collections::HashSet::new();
+    for r in store.images()? {
+        for c in hako_image::snapshot::chain_ids(&r.diff_ids) {
+            keep.insert(c.encoded().to_string());
+        }
+    }
+    let layers = hako_image::snapshot::Snapshotter::new(store.root()).prune(&keep);
+    Ok((n + layers as u64, bytes))
+}
+
+fn push(store: &Store, rec: &ImageRecord, dest: &Reference) -> Result<(), Error> {
+    let client = Client::new(dest, None);
+    let repo = &dest.repository;
+    let quiet = !std::io::stderr().is_terminal();
+    let mut blobs = vec![rec.id.clone()];
+    blobs.extend(rec.layers.iter().cloned());
+    for d in &blobs {
+        let data = std::fs::read(store.blob_path(d))?;
+        client.push_blob(repo, d, &data, None)?;
+        if !quiet {
+            eprintln!("Copying blob {} done", &d.encoded()[..12]);
+        }
+    }
+    let manifest = store.read_blob(&rec.manifest_digest, hako_image::manifest::MAX_JSON)?;
+    client.push_manifest(
+        repo,
+        &dest.manifest_ref(),
+        &rec.manifest_media_type,
+        &manifest,
+    )?;
+    Ok(())
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if let Ok(m) = e.path().symlink_metadata() {
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    total += m.blocks() * 512;
+                }
+            }
+        }
+    }
+    total
+}
+
+fn count(p: &std::path::Path) -> usize {
+    std::fs::read_dir(p).map(|e| e.count()).unwrap_or(0)
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
 }

@@ -27,3 +27,10 @@ pub mod registry;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
+
+/// A debug line on stderr when HAKO_DEBUG is set.
+pub(crate) fn debug(msg: &str) {
+    if std::env::var_os("HAKO_DEBUG").is_some() {
+        eprintln!("hako: debug: {msg}");
+    }
+}

@@ -1,1 +1,244 @@
-//! (to be written)
+//! Pulling: reference → manifest (→ platform from an index) → config and
+//! layers into the store, verified → each layer unpacked once into the
+//! snapshots → an image record. Up to three layers are fetched and
+//! unpacked at once; a layer is unpacked as soon as its blob is complete.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::digest::Digest;
+use crate::manifest::{self, ImageConfig, Manifest, ManifestError, Parsed, Platform};
+use crate::reference::Reference;
+use crate::registry::{Client, Credentials, RegistryError};
+use crate::snapshot::{chain_ids, SnapshotError, Snapshotter};
+use crate::store::{ImageRecord, Store, StoreError};
+use crate::unpack::{self, UnpackOptions, WhiteoutMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{reference}: {source}")]
+    Manifest {
+        reference: String,
+        source: ManifestError,
+    },
+    #[error("{reference}: {source}")]
+    Store {
+        reference: String,
+        source: StoreError,
+    },
+    #[error("{reference}: {source}")]
+    Snapshot {
+        reference: String,
+        source: SnapshotError,
+    },
+    #[error("{reference}: the config lists {diff_ids} diff IDs for {layers} layers")]
+    LayerCount {
+        reference: String,
+        diff_ids: usize,
+        layers: usize,
+    },
+    #[error("{reference}: an index inside an index is not supported")]
+    NestedIndex { reference: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    pub platform: Option<Platform>,
+    pub quiet: bool,
+    pub credentials: Option<Credentials>,
+}
+
+/// Pulls `reference` into `store` and unpacks its layers.
+pub fn pull(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<ImageRecord, PullError> {
+    let name = reference.to_string();
+    let mferr = |source| PullError::Manifest {
+        reference: name.clone(),
+        source,
+    };
+    let serr = |source| PullError::Store {
+        reference: name.clone(),
+        source,
+    };
+    let client = Client::new(reference, opts.credentials.clone());
+    let repo = &reference.repository;
+    let (mut bytes, mut ct, mut digest) = client.manifest(repo, &reference.manifest_ref())?;
+    let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
+    let mut parsed = manifest::parse(&bytes, ct.as_deref(), &name).map_err(mferr)?;
+    if let Parsed::Index(list) = &parsed {
+        let chosen = manifest::select(list, &wanted, &name)
+            .map_err(mferr)?
+            .clone();
+        (bytes, ct, digest) = client.manifest(repo, &chosen.digest.to_string())?;
+        if ct.is_none() && !chosen.media_type.is_empty() {
+            ct = Some(chosen.media_type.clone());
+        }
+        parsed = manifest::parse(&bytes, ct.as_deref(), &name).map_err(mferr)?;
+    }
+    let Parsed::Manifest(m) = parsed else {
+        return Err(PullError::NestedIndex { reference: name });
+    };
+    store.put_bytes(&digest, &bytes).map_err(serr)?;
+    let say = |msg: String| {
+        if !opts.quiet {
+            eprintln!("{msg}");
+        }
+    };
+    say(format!(
+        "Getting image source signatures\nCopying config {}",
+        m.config.digest
+    ));
+    if m.config.size > manifest::MAX_JSON {
+        return Err(mferr(ManifestError::MediaType {
+            what: name.clone(),
+            media_type: format!("a config of {} bytes", m.config.size),
+        }));
+    }
+    client.fetch_blob(store, repo, &m.config.digest, m.config.size, &|_| {})?;
+    let config_bytes = store
+        .read_blob(&m.config.digest, manifest::MAX_JSON)
+        .map_err(serr)?;
+    let config = manifest::parse_config(&config_bytes, &name).map_err(mferr)?;
+    fetch_and_unpack(store, &client, repo, &m, &config, &name, &say)?;
+    let size = m.config.size + m.layers.iter().map(|(l, _)| l.size).sum::<u64>();
+    let platform = format!(
+        "{}/{}",
+        if config.os.is_empty() {
+            "linux"
+        } else {
+            &config.os
+        },
+        config.architecture
+    );
+    let rec = ImageRecord {
+        id: m.config.digest.clone(),
+        manifest_digest: digest,
+        manifest_media_type: m.media_type.clone(),
+        names: vec![name.clone()],
+        created: config.created.clone().unwrap_or_default(),
+        size,
+        layers: m.layers.iter().map(|(l, _)| l.digest.clone()).collect(),
+        diff_ids: config.rootfs.diff_ids.clone(),
+        platform,
+    };
+    store.put_image(&rec).map_err(serr)?;
+    say(format!(
+        "Writing manifest to image destination\n{}",
+        rec.id.encoded()
+    ));
+    Ok(rec)
+}
+
+fn fetch_and_unpack(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    m: &Manifest,
+    config: &ImageConfig,
+    name: &str,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<(), PullError> {
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != m.layers.len() {
+        return Err(PullError::LayerCount {
+            reference: name.into(),
+            diff_ids: diff_ids.len(),
+            layers: m.layers.len(),
+        });
+    }
+    let chains = chain_ids(diff_ids);
+    let snapshots = Snapshotter::new(store.root());
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<(), PullError> {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((layer, _)) = m.layers.get(i) else {
+                return Ok(());
+            };
+            if snapshots.has_layer(&chains[i]) {
+                say(format!(
+                    "Copying blob {} skipped: already exists",
+                    short(&layer.digest)
+                ));
+                continue;
+            }
+            client.fetch_blob(store, repo, &layer.digest, layer.size, &|_| {})?;
+            say(format!("Copying blob {} done", short(&layer.digest)));
+            let blob = store
+                .open_blob(&layer.digest)
+                .map_err(|source| PullError::Store {
+                    reference: name.into(),
+                    source,
+                })?;
+            snapshots
+                .add_layer(&chains[i], &layer.digest, &diff_ids[i], |dir| {
+                    unpack::apply_layer_file(
+                        dir,
+                        blob,
+                        &UnpackOptions {
+                            whiteouts: WhiteoutMode::Overlay,
+                        },
+                    )
+                })
+                .map_err(|source| PullError::Snapshot {
+                    reference: name.into(),
+                    source,
+                })?;
+        }
+    };
+    let workers = m.layers.len().clamp(1, 3);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+        let mut first = Ok(());
+        for h in handles {
+            let r = h.join().unwrap_or(Ok(()));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
+}
+
+fn short(d: &Digest) -> &str {
+    &d.encoded()[..12]
+}
+
+/// Writes a runtime bundle for `image` at `dir`: `dir/rootfs` with every
+/// layer applied in order, and `dir/config.json`.
+pub fn unpack_bundle(
+    store: &Store,
+    image: &ImageRecord,
+    dir: &Path,
+    opts: &crate::bundle::BundleOptions,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(|e| format!("creating {}: {e}", rootfs.display()))?;
+    for (layer, want) in image.layers.iter().zip(&image.diff_ids) {
+        let blob = store.open_blob(layer)?;
+        let stats = unpack::apply_layer_file(
+            &rootfs,
+            blob,
+            &UnpackOptions {
+                whiteouts: WhiteoutMode::Apply,
+            },
+        )?;
+        if &stats.diff_id != want {
+            return Err(format!(
+                "layer {layer}: diff ID {} is not the config's {want}",
+                stats.diff_id
+            )
+            .into());
+        }
+    }
+    let config_bytes = store.read_blob(&image.id, manifest::MAX_JSON)?;
+    let config = manifest::parse_config(&config_bytes, &image.id.to_string())?;
+    let spec = crate::bundle::runtime_spec(&config, &rootfs, opts)?;
+    crate::bundle::write_config(dir, &spec)?;
+    Ok(())
+}

@@ -1,1 +1,694 @@
-//! (to be written)
+//! A distribution-spec client: manifests and blobs, with bearer-token and
+//! basic auth, retries and Range resume.
+//!
+//! HTTPS with the system's root certificates; plain HTTP for loopback
+//! hosts (127.0.0.0/8, ::1, localhost) and hosts listed in
+//! `HAKO_INSECURE_REGISTRIES` (comma-separated host[:port]).
+//! Credentials come from the auth.json podman and docker read:
+//! $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+//! ~/.docker/config.json.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::digest::Digest;
+use crate::manifest::{ACCEPT, MAX_JSON};
+use crate::reference::Reference;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{url}: authentication failed ({status}){hint}")]
+    Auth {
+        url: String,
+        status: u16,
+        hint: String,
+    },
+    #[error("{url}: not found (404): {what}")]
+    NotFound { url: String, what: String },
+    #[error("{url}: the manifest has digest {got}, not {expected}")]
+    ManifestDigest {
+        url: String,
+        expected: Digest,
+        got: Digest,
+    },
+    #[error("{url}: {source}")]
+    Store { url: String, source: StoreError },
+    #[error("{url}: the response is larger than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+}
+
+/// Basic credentials for a registry.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Where credentials are read from and written to, in podman's order.
+pub fn auth_files() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        v.push(PathBuf::from(p));
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        v.push(PathBuf::from(d).join("containers/auth.json"));
+    } else if nix::unistd::geteuid().is_root() {
+        v.push(PathBuf::from("/run/containers/0/auth.json"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        v.push(PathBuf::from(h).join(".docker/config.json"));
+    }
+    v
+}
+
+/// Credentials for `registry` from the auth files.
+pub fn credentials_for(registry: &str) -> Option<Credentials> {
+    let keys = [
+        registry.to_string(),
+        format!("https://{registry}"),
+        format!("http://{registry}"),
+        if registry == crate::reference::DOCKER_HUB {
+            "https://index.docker.io/v1/".to_string()
+        } else {
+            String::new()
+        },
+    ];
+    for f in auth_files() {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for k in keys.iter().filter(|k| !k.is_empty()) {
+            let Some(auth) = json["auths"][k.as_str()]["auth"].as_str() else {
+                continue;
+            };
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(auth) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&decoded);
+            if let Some((u, p)) = text.split_once(':') {
+                return Some(Credentials {
+                    username: u.into(),
+                    password: p.into(),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Stores credentials for `registry` in the first auth file (creating it,
+/// mode 0600); `None` removes them. Returns the file.
+pub fn save_credentials(registry: &str, creds: Option<&Credentials>) -> io::Result<PathBuf> {
+    let file = auth_files()
+        .into_iter()
+        .next()
+        .ok_or_else(|| io::Error::other("no place for auth.json (set REGISTRY_AUTH_FILE)"))?;
+    let mut json: serde_json::Value = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| serde_json::json!({"auths": {}}));
+    if !json["auths"].is_object() {
+        json["auths"] = serde_json::json!({});
+    }
+    let auths = json["auths"]
+        .as_object_mut()
+        .ok_or_else(|| io::Error::other("auths"))?;
+    match creds {
+        Some(c) => {
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            auths.insert(registry.to_string(), serde_json::json!({"auth": token}));
+        }
+        None => {
+            auths.remove(registry);
+        }
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = file.with_extension("json.tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(
+            serde_json::to_string_pretty(&json)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+    }
+    std::fs::rename(&tmp, &file)?;
+    Ok(file)
+}
+
+fn is_insecure(host: &str) -> bool {
+    let bare = host
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if bare == "localhost" {
+        return true;
+    }
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        if ip.is_loopback() {
+            return true;
+        }
+    }
+    std::env::var("HAKO_INSECURE_REGISTRIES")
+        .map(|v| v.split(',').any(|h| h.trim() == host || h.trim() == bare))
+        .unwrap_or(false)
+}
+
+/// A client for one registry host.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    registry: String,
+    creds: Option<Credentials>,
+    /// Bearer tokens by scope.
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl Client {
+    pub fn new(reference: &Reference, creds: Option<Credentials>) -> Client {
+        let host = reference.api_host().to_string();
+        let scheme = if is_insecure(&reference.registry) {
+            "http"
+        } else {
+            "https"
+        };
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(30))
+            .timeout_read(Duration::from_secs(60))
+            .user_agent(concat!("hako/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let creds = creds.or_else(|| credentials_for(&reference.registry));
+        Client {
+            agent,
+            base: format!("{scheme}://{host}"),
+            registry: reference.registry.clone(),
+            creds,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// GET /v2/: checks the registry answers and the credentials work.
+    pub fn ping(&self) -> Result<(), RegistryError> {
+        let url = format!("{}/v2/", self.base);
+        self.send("GET", &url, "", &[], None).map(|_| ())
+    }
+
+    /// Sends a request with auth, retrying transport errors and 5xx, and
+    /// answering a 401 once with a token or basic credentials.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        scope: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<ureq::Response, RegistryError> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempts = 0;
+        let mut authed = false;
+        loop {
+            attempts += 1;
+            let mut req = self.agent.request(method, url);
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+            if let Some(auth) = self.auth_header(scope) {
+                req = req.set("Authorization", &auth);
+            }
+            let result = match body {
+                Some(b) => req.send_bytes(b),
+                None => req.call(),
+            };
+            match result {
+                Ok(r) => return Ok(r),
+                Err(ureq::Error::Status(401, r)) if !authed => {
+                    authed = true;
+                    let challenge = r.header("www-authenticate").unwrap_or("").to_string();
+                    self.authenticate(url, scope, &challenge)?;
+                }
+                Err(ureq::Error::Status(code @ (401 | 403), r)) => {
+                    let body = r.into_string().unwrap_or_default();
+                    return Err(RegistryError::Auth {
+                        url: url.into(),
+                        status: code,
+                        hint: if self.creds.is_none() {
+                            " (no credentials: hako login)".into()
+                        } else {
+                            format!(": {}", body.chars().take(200).collect::<String>())
+                        },
+                    });
+                }
+                Err(ureq::Error::Status(404, r)) => {
+                    return Err(RegistryError::NotFound {
+                        url: url.into(),
+                        what: r
+                            .into_string()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(300)
+                            .collect(),
+                    })
+                }
+                Err(ureq::Error::Status(code, r)) if code >= 500 && attempts < 5 => {
+                    drop(r);
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(ureq::Error::Status(code, r)) => {
+                    return Err(RegistryError::Http {
+                        url: url.into(),
+                        message: format!(
+                            "HTTP {code}: {}",
+                            r.into_string()
+                                .unwrap_or_default()
+                                .chars()
+                                .take(300)
+                                .collect::<String>()
+                        ),
+                    })
+                }
+                Err(ureq::Error::Transport(t)) if attempts < 5 => {
+                    crate::debug(&format!("{url}: {t}; retrying"));
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    return Err(RegistryError::Http {
+                        url: url.into(),
+                        message: t.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn auth_header(&self, scope: &str) -> Option<String> {
+        if let Ok(t) = self.tokens.lock() {
+            if let Some(tok) = t.get(scope).or_else(|| t.get("*")) {
+                return Some(tok.clone());
+            }
+        }
+        None
+    }
+
+    /// Answers a WWW-Authenticate challenge: Bearer → fetch a token from
+    /// the realm (with basic credentials if we have them); Basic → use the
+    /// credentials.
+    fn authenticate(&self, url: &str, scope: &str, challenge: &str) -> Result<(), RegistryError> {
+        let (kind, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        let params = parse_challenge(params);
+        let value = match kind.to_ascii_lowercase().as_str() {
+            "bearer" => {
+                let realm = params.get("realm").ok_or_else(|| RegistryError::Auth {
+                    url: url.into(),
+                    status: 401,
+                    hint: ": a Bearer challenge without realm".into(),
+                })?;
+                let mut token_url = realm.clone();
+                let mut sep = if token_url.contains('?') { '&' } else { '?' };
+                if let Some(s) = params.get("service") {
+                    token_url.push_str(&format!("{sep}service={}", urlencode(s)));
+                    sep = '&';
+                }
+                let scope_param = if scope.is_empty() {
+                    params.get("scope").cloned().unwrap_or_default()
+                } else {
+                    scope.to_string()
+                };
+                if !scope_param.is_empty() {
+                    token_url.push_str(&format!("{sep}scope={}", urlencode(&scope_param)));
+                }
+                let mut req = self.agent.get(&token_url);
+                if let Some(c) = &self.creds {
+                    req = req.set("Authorization", &basic(c));
+                }
+                let resp = req.call().map_err(|e| RegistryError::Auth {
+                    url: token_url.clone(),
+                    status: match &e {
+                        ureq::Error::Status(c, _) => *c,
+                        _ => 0,
+                    },
+                    hint: format!(": getting a token: {e}"),
+                })?;
+                let json: serde_json::Value =
+                    serde_json::from_reader(resp.into_reader().take(MAX_JSON)).map_err(|e| {
+                        RegistryError::Auth {
+                            url: token_url.clone(),
+                            status: 200,
+                            hint: format!(": the token response is not JSON: {e}"),
+                        }
+                    })?;
+                let tok = json["token"]
+                    .as_str()
+                    .or_else(|| json["access_token"].as_str())
+                    .ok_or_else(|| RegistryError::Auth {
+                        url: token_url.clone(),
+                        status: 200,
+                        hint: ": the token response has no token".into(),
+                    })?;
+                format!("Bearer {tok}")
+            }
+            "basic" => {
+                let c = self.creds.as_ref().ok_or_else(|| RegistryError::Auth {
+                    url: url.into(),
+                    status: 401,
+                    hint: " (the registry wants credentials: hako login)".into(),
+                })?;
+                basic(c)
+            }
+            _ => {
+                return Err(RegistryError::Auth {
+                    url: url.into(),
+                    status: 401,
+                    hint: format!(": unsupported challenge {challenge:?}"),
+                })
+            }
+        };
+        let key = if kind.eq_ignore_ascii_case("basic") {
+            "*"
+        } else {
+            scope
+        };
+        if let Ok(mut t) = self.tokens.lock() {
+            t.insert(key.to_string(), value);
+        }
+        Ok(())
+    }
+
+    fn scope(repository: &str, actions: &str) -> String {
+        format!("repository:{repository}:{actions}")
+    }
+
+    /// Fetches a manifest by tag or digest: (bytes, content type, digest).
+    /// A manifest asked for by digest is verified against it.
+    pub fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, Option<String>, Digest), RegistryError> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let scope = Self::scope(repository, "pull");
+        let resp = self.send("GET", &url, &scope, &[("Accept", ACCEPT)], None)?;
+        let ct = resp.header("content-type").map(str::to_string);
+        let header_digest = resp
+            .header("docker-content-digest")
+            .and_then(|d| d.parse::<Digest>().ok());
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(MAX_JSON + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| RegistryError::Http {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        if bytes.len() as u64 > MAX_JSON {
+            return Err(RegistryError::TooLarge {
+                url,
+                limit: MAX_JSON,
+            });
+        }
+        let digest = match reference.parse::<Digest>() {
+            Ok(expected) => {
+                let got = expected.of_same_kind(&bytes);
+                if got != expected {
+                    return Err(RegistryError::ManifestDigest { url, expected, got });
+                }
+                expected
+            }
+            Err(_) => {
+                let computed = Digest::sha256_of(&bytes);
+                match header_digest {
+                    Some(h) if h.of_same_kind(&bytes) != h => {
+                        return Err(RegistryError::ManifestDigest {
+                            url,
+                            expected: h.clone(),
+                            got: h.of_same_kind(&bytes),
+                        })
+                    }
+                    _ => computed,
+                }
+            }
+        };
+        Ok((bytes, ct, digest))
+    }
+
+    /// Downloads blob `digest` of `size` bytes into the store, verified,
+    /// resuming with Range after a broken connection. `progress` gets the
+    /// byte count as it grows.
+    pub fn fetch_blob(
+        &self,
+        store: &Store,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        progress: &dyn Fn(u64),
+    ) -> Result<(), RegistryError> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        if store.has_blob(digest) {
+            progress(size);
+            return Ok(());
+        }
+        let store_err = |source| RegistryError::Store {
+            url: url.clone(),
+            source,
+        };
+        let mut ingest = store.ingest(digest, Some(size)).map_err(store_err)?;
+        let scope = Self::scope(repository, "pull");
+        let mut failures = 0;
+        loop {
+            let offset = ingest.written();
+            if offset >= size {
+                break;
+            }
+            let range = format!("bytes={offset}-");
+            let headers: Vec<(&str, &str)> = if offset > 0 {
+                vec![("Range", range.as_str())]
+            } else {
+                vec![]
+            };
+            let resp = self.send("GET", &url, &scope, &headers, None)?;
+            if offset > 0 && resp.status() != 206 {
+                // The server sent everything again.
+                ingest.restart().map_err(|e| RegistryError::Http {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+            let mut reader = resp.into_reader();
+            let mut buf = vec![0u8; 256 << 10];
+            let copied: io::Result<()> = (|| loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                ingest.write_all(&buf[..n])?;
+                progress(ingest.written());
+            })();
+            match copied {
+                Ok(()) if ingest.written() >= size => break,
+                Ok(()) | Err(_) if failures < 5 => {
+                    failures += 1;
+                    if let Err(e) = &copied {
+                        if e.kind() == io::ErrorKind::InvalidData {
+                            return Err(RegistryError::Http {
+                                url,
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                    crate::debug(&format!(
+                        "{url}: connection ended at {} of {size} bytes; resuming",
+                        ingest.written()
+                    ));
+                    std::thread::sleep(Duration::from_millis(100 << failures));
+                }
+                Ok(()) => {
+                    return Err(RegistryError::Http {
+                        url,
+                        message: format!("the blob ended at {} of {size} bytes", ingest.written()),
+                    })
+                }
+                Err(e) => {
+                    return Err(RegistryError::Http {
+                        url,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        ingest.commit().map_err(store_err)
+    }
+
+    /// True when the registry has blob `digest` in `repository`.
+    pub fn has_blob(&self, repository: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        match self.send(
+            "HEAD",
+            &url,
+            &Self::scope(repository, "pull,push"),
+            &[],
+            None,
+        ) {
+            Ok(_) => Ok(true),
+            Err(RegistryError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads a blob (monolithic POST + PUT), or mounts it from
+    /// `mount_from` (another repository of the same registry) when the
+    /// registry allows.
+    pub fn push_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        data: &[u8],
+        mount_from: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        if self.has_blob(repository, digest)? {
+            return Ok(());
+        }
+        let scope = Self::scope(repository, "pull,push");
+        let mut url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
+        if let Some(from) = mount_from {
+            url.push_str(&format!("?mount={digest}&from={}", urlencode(from)));
+        }
+        let resp = self.send("POST", &url, &scope, &[("Content-Length", "0")], Some(&[]))?;
+        if resp.status() == 201 {
+            return Ok(()); // mounted
+        }
+        let location = resp.header("location").unwrap_or("").to_string();
+        let mut put = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{}", self.base, location)
+        };
+        put.push(if put.contains('?') { '&' } else { '?' });
+        put.push_str(&format!("digest={}", urlencode(&digest.to_string())));
+        self.send(
+            "PUT",
+            &put,
+            &scope,
+            &[("Content-Type", "application/octet-stream")],
+            Some(data),
+        )?;
+        Ok(())
+    }
+
+    pub fn push_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        data: &[u8],
+    ) -> Result<(), RegistryError> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        self.send(
+            "PUT",
+            &url,
+            &Self::scope(repository, "pull,push"),
+            &[("Content-Type", media_type)],
+            Some(data),
+        )?;
+        Ok(())
+    }
+}
+
+fn basic(c: &Credentials) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
+    )
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `realm="…",service="…",scope="…"` → map.
+fn parse_challenge(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(q) = after.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => (q, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.insert(key, value.to_string());
+        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let m = parse_challenge(
+            r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(m["realm"], "https://auth.docker.io/token");
+        assert_eq!(m["service"], "registry.docker.io");
+        assert_eq!(m["scope"], "repository:library/busybox:pull");
+    }
+
+    #[test]
+    fn insecure_hosts() {
+        assert!(is_insecure("127.0.0.1:5000"));
+        assert!(is_insecure("localhost:5000"));
+        assert!(is_insecure("[::1]:5000"));
+        assert!(!is_insecure("quay.io"));
+    }
+}

@@ -1,1 +1,428 @@
-//! (to be written)
+//! The content store and image metadata.
+//!
+//! ```text
+//! <root>/blobs/<alg>/<hex>     content, immutable, verified
+//! <root>/ingest/<random>       being written; renamed into blobs/ once its
+//!                              size and digest are checked
+//! <root>/snapshots/…           unpacked layers (see crate::snapshot)
+//! <root>/hako.db               redb: images by ID, names → image ID
+//! ```
+//!
+//! A blob becomes visible only by rename after verification, so a reader
+//! never sees half a blob or wrong content; two writers of one blob both
+//! end with the same file.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, Digester};
+
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("blob {expected}: {problem}")]
+    Verify { expected: Digest, problem: String },
+    #[error("image database {path}: {0}", path = .1.display())]
+    Db(String, PathBuf),
+    #[error("no image matches {0:?}")]
+    NotFound(String),
+    #[error("{0:?} matches several images; give more of the ID")]
+    Ambiguous(String),
+}
+
+/// An image in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// The config digest (docker's and podman's image ID).
+    pub id: Digest,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub names: Vec<String>,
+    /// RFC 3339, from the config's `created` or the pull time.
+    pub created: String,
+    /// Sum of the compressed layers and the config.
+    pub size: u64,
+    pub layers: Vec<Digest>,
+    pub diff_ids: Vec<Digest>,
+    pub platform: String,
+}
+
+pub struct Store {
+    root: PathBuf,
+    db: redb::Database,
+}
+
+impl Store {
+    /// Opens (creating) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for d in ["blobs/sha256", "blobs/sha512", "ingest", "snapshots"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(|source| StoreError::Io {
+                what: "creating",
+                path: p,
+                source,
+            })?;
+        }
+        let path = root.join("hako.db");
+        let db = redb::Database::create(&path)
+            .map_err(|e| StoreError::Db(e.to_string(), path.clone()))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            db,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(d.algorithm().name())
+            .join(d.encoded())
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
+        let p = self.blob_path(d);
+        File::open(&p).map_err(|source| StoreError::Io {
+            what: "opening blob",
+            path: p,
+            source,
+        })
+    }
+
+    pub fn read_blob(&self, d: &Digest, max: u64) -> Result<Vec<u8>, StoreError> {
+        let p = self.blob_path(d);
+        let mut v = Vec::new();
+        self.open_blob(d)?
+            .take(max + 1)
+            .read_to_end(&mut v)
+            .map_err(|source| StoreError::Io {
+                what: "reading blob",
+                path: p,
+                source,
+            })?;
+        Ok(v)
+    }
+
+    /// A writer for blob `expected` of `size` bytes (None: unknown).
+    pub fn ingest(&self, expected: &Digest, size: Option<u64>) -> Result<Ingest<'_>, StoreError> {
+        let path = self.root.join("ingest").join(format!(
+            "{}-{}-{}",
+            expected.encoded(),
+            std::process::id(),
+            unique()
+        ));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                what: "creating",
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Ingest {
+            store: self,
+            expected: expected.clone(),
+            size,
+            path,
+            file: Some(file),
+            digester: Digester::new(expected.algorithm()),
+        })
+    }
+
+    /// Stores `data` as blob `expected`, verified.
+    pub fn put_bytes(&self, expected: &Digest, data: &[u8]) -> Result<(), StoreError> {
+        let mut w = self.ingest(expected, Some(data.len() as u64))?;
+        w.write_all(data).map_err(|source| StoreError::Io {
+            what: "writing",
+            path: w.path.clone(),
+            source,
+        })?;
+        w.commit()
+    }
+
+    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db(e.to_string(), self.root.join("hako.db"))
+    }
+
+    /// Adds or replaces an image record, and points each of its names at it
+    /// (taking them from other images).
+    pub fn put_image(&self, rec: &ImageRecord) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
+            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
+            let id = rec.id.to_string();
+            // Merge names with an existing record of the same image.
+            let mut merged = match images.get(id.as_str()).map_err(|e| self.db_err(e))? {
+                Some(v) => serde_json::from_slice::<ImageRecord>(v.value())
+                    .map(|r| r.names)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            for n in &rec.names {
+                if !merged.contains(n) {
+                    merged.push(n.clone());
+                }
+            }
+            for n in &rec.names {
+                let previous = names
+                    .insert(n.as_str(), id.as_str())
+                    .map_err(|e| self.db_err(e))?
+                    .map(|v| v.value().to_string());
+                if let Some(prev) = previous.filter(|p| p != &id) {
+                    // The name moves: drop it from the other image.
+                    let old = images
+                        .get(prev.as_str())
+                        .map_err(|e| self.db_err(e))?
+                        .and_then(|v| serde_json::from_slice::<ImageRecord>(v.value()).ok());
+                    if let Some(mut old) = old {
+                        old.names.retain(|x| x != n);
+                        let json = serde_json::to_vec(&old).map_err(|e| self.db_err(e))?;
+                        images
+                            .insert(prev.as_str(), json.as_slice())
+                            .map_err(|e| self.db_err(e))?;
+                    }
+                }
+            }
+            let mut r = rec.clone();
+            r.names = merged;
+            let json = serde_json::to_vec(&r).map_err(|e| self.db_err(e))?;
+            images
+                .insert(id.as_str(), json.as_slice())
+                .map_err(|e| self.db_err(e))?;
+        }
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let images = match tx.open_table(IMAGES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.db_err(e)),
+        };
+        let mut out = Vec::new();
+        for item in images.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = item.map_err(|e| self.db_err(e))?;
+            if let Ok(r) = serde_json::from_slice::<ImageRecord>(v.value()) {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(out)
+    }
+
+    /// Finds an image by name (normalised like a reference), full ID, or an
+    /// ID prefix of at least 3 hex digits.
+    pub fn resolve(&self, what: &str) -> Result<ImageRecord, StoreError> {
+        let all = self.images()?;
+        let normalised = crate::reference::Reference::parse(what)
+            .ok()
+            .map(|r| r.to_string());
+        if let Some(r) = all.iter().find(|r| {
+            r.names
+                .iter()
+                .any(|n| Some(n) == normalised.as_ref() || n == what)
+                || r.id.to_string() == what
+                || r.manifest_digest.to_string() == what
+        }) {
+            return Ok(r.clone());
+        }
+        let hex = what.strip_prefix("sha256:").unwrap_or(what);
+        if hex.len() >= 3 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<_> = all
+                .iter()
+                .filter(|r| r.id.encoded().starts_with(hex))
+                .collect();
+            match hits.len() {
+                1 => return Ok(hits[0].clone()),
+                0 => {}
+                _ => return Err(StoreError::Ambiguous(what.into())),
+            }
+        }
+        Err(StoreError::NotFound(what.into()))
+    }
+
+    /// Removes an image record and its names.
+    pub fn remove_image(&self, id: &Digest) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
+            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
+            let old = images
+                .remove(id.to_string().as_str())
+                .map_err(|e| self.db_err(e))?
+                .and_then(|v| serde_json::from_slice::<ImageRecord>(v.value()).ok());
+            for n in old.map(|r| r.names).unwrap_or_default() {
+                names.remove(n.as_str()).map_err(|e| self.db_err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Removes a name from an image (keeping the image).
+    pub fn untag(&self, rec: &ImageRecord, name: &str) -> Result<(), StoreError> {
+        let mut r = rec.clone();
+        r.names.retain(|n| n != name);
+        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
+            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
+            names.remove(name).map_err(|e| self.db_err(e))?;
+            let json = serde_json::to_vec(&r).map_err(|e| self.db_err(e))?;
+            images
+                .insert(r.id.to_string().as_str(), json.as_slice())
+                .map_err(|e| self.db_err(e))?;
+        }
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Deletes blobs no image refers to; returns (count, bytes).
+    pub fn gc_blobs(&self) -> Result<(u64, u64), StoreError> {
+        let mut keep = std::collections::HashSet::new();
+        for r in self.images()? {
+            keep.insert(self.blob_path(&r.id));
+            keep.insert(self.blob_path(&r.manifest_digest));
+            for l in &r.layers {
+                keep.insert(self.blob_path(l));
+            }
+        }
+        let (mut n, mut bytes) = (0, 0);
+        for alg in ["sha256", "sha512"] {
+            let dir = self.root.join("blobs").join(alg);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if !keep.contains(&p) {
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    if std::fs::remove_file(&p).is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        Ok((n, bytes))
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+/// A blob being written; [`Ingest::commit`] verifies and publishes it. Dropped
+/// without commit, the temporary file is removed.
+pub struct Ingest<'a> {
+    store: &'a Store,
+    expected: Digest,
+    size: Option<u64>,
+    path: PathBuf,
+    file: Option<File>,
+    digester: Digester,
+}
+
+impl Ingest<'_> {
+    pub fn written(&self) -> u64 {
+        self.digester.len()
+    }
+
+    /// Starts over (a server that ignored a Range request).
+    pub fn restart(&mut self) -> io::Result<()> {
+        if let Some(f) = &mut self.file {
+            f.set_len(0)?;
+            std::io::Seek::seek(f, io::SeekFrom::Start(0))?;
+        }
+        self.digester = Digester::new(self.expected.algorithm());
+        Ok(())
+    }
+
+    /// Checks size and digest, then renames into place.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        let verify = |problem: String| StoreError::Verify {
+            expected: self.expected.clone(),
+            problem,
+        };
+        let n = self.digester.len();
+        if let Some(s) = self.size {
+            if n != s {
+                return Err(verify(format!("got {n} bytes, the descriptor says {s}")));
+            }
+        }
+        let got = std::mem::replace(&mut self.digester, Digester::new(self.expected.algorithm()))
+            .finish();
+        if got != self.expected {
+            return Err(verify(format!("content has digest {got}")));
+        }
+        if let Some(f) = self.file.take() {
+            drop(f);
+        }
+        let dest = self.store.blob_path(&self.expected);
+        std::fs::rename(&self.path, &dest).map_err(|source| StoreError::Io {
+            what: "publishing blob",
+            path: dest,
+            source,
+        })
+    }
+}
+
+impl Write for Ingest<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(s) = self.size {
+            if self.digester.len() + buf.len() as u64 > s {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "blob {} is larger than its descriptor's {s} bytes",
+                        self.expected
+                    ),
+                ));
+            }
+        }
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("closed"))?;
+        let n = f.write(buf)?;
+        self.digester.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Ingest<'_> {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

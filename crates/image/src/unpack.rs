@@ -1,1 +1,867 @@
-//! (to be written)
+//! Applying a layer (a tar, maybe compressed) to a directory, with every
+//! path kept inside it.
+//!
+//! The `tar` crate only parses; every entry is created here, relative to a
+//! directory fd of the destination: its parent directory is opened with
+//! openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), so `..` and symlinks
+//! (from this layer or an earlier one) resolve as if the destination were
+//! `/`, and the last component, a plain name, is made with the `*at` calls
+//! and O_NOFOLLOW. A symlink is created as given and never followed; a
+//! hardlink's target is resolved the same way. Nothing can land outside.
+//!
+//! Decompression runs on its own thread, so gunzip and the file writes use
+//! two cores.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
+
+use crate::digest::{Algorithm, Digest, HashingReader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("opening the destination {}: {source}", path.display())]
+    Dest { path: PathBuf, source: io::Error },
+    #[error("reading the layer: {0}")]
+    Read(io::Error),
+    #[error("layer entry {entry:?}: {reason}")]
+    Refused { entry: String, reason: String },
+    #[error("layer entry {entry:?}: {what}: {source}")]
+    Io {
+        entry: String,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// How whiteout entries (`.wh.NAME`, `.wh..wh..opq`) are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// Delete what they name: for a flattened rootfs.
+    Apply,
+    /// Turn them into overlayfs whiteouts (a 0:0 character device, the
+    /// `trusted.overlay.opaque` xattr): for one overlay lower layer.
+    Overlay,
+}
+
+#[derive(Debug, Clone)]
+pub struct UnpackOptions {
+    pub whiteouts: WhiteoutMode,
+}
+
+/// What a layer held.
+#[derive(Debug, Clone)]
+pub struct LayerStats {
+    pub entries: u64,
+    /// Bytes of the uncompressed tar.
+    pub tar_bytes: u64,
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+}
+
+/// The compression of a stream, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+pub fn detect(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// A reader of the decompressed stream (gzip, zstd or plain, by magic).
+pub fn decompressed<R: BufRead + Send + 'static>(mut r: R) -> io::Result<Box<dyn Read + Send>> {
+    let head = r.fill_buf()?;
+    Ok(match detect(head) {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        Compression::None => Box::new(r),
+    })
+}
+
+/// Reads `inner` on a thread of its own, passing chunks through a bounded
+/// channel: decompression overlaps with the file writes.
+pub struct ThreadedReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ThreadedReader {
+    pub fn new(mut inner: Box<dyn Read + Send>) -> ThreadedReader {
+        let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
+        std::thread::spawn(move || loop {
+            let mut buf = vec![0u8; 256 << 10];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match inner.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            buf.truncate(filled);
+            let end = filled == 0;
+            if tx.send(Ok(buf)).is_err() || end {
+                return;
+            }
+        });
+        ThreadedReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for ThreadedReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the decompressing thread ended early",
+                    ))
+                }
+            }
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Applies a compressed or plain layer file to `dest`.
+pub fn apply_layer_file(
+    dest: &Path,
+    layer: File,
+    opts: &UnpackOptions,
+) -> Result<LayerStats, UnpackError> {
+    let reader =
+        decompressed(BufReader::with_capacity(256 << 10, layer)).map_err(UnpackError::Read)?;
+    apply_layer(dest, ThreadedReader::new(reader), opts)
+}
+
+/// Applies an uncompressed layer tar to `dest` (an existing directory).
+pub fn apply_layer(
+    dest: &Path,
+    tar: impl Read,
+    opts: &UnpackOptions,
+) -> Result<LayerStats, UnpackError> {
+    let root = open_dir(None, dest).map_err(|source| UnpackError::Dest {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    let mut hashing = HashingReader::new(tar, Algorithm::Sha256);
+    let mut unpacker = Unpacker {
+        root,
+        opts: opts.clone(),
+        parents: HashMap::new(),
+        dir_times: Vec::new(),
+    };
+    let mut entries = 0u64;
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        let iter = archive.entries().map_err(UnpackError::Read)?;
+        for entry in iter {
+            let entry = entry.map_err(UnpackError::Read)?;
+            unpacker.entry(entry)?;
+            entries += 1;
+        }
+    }
+    // Whatever follows the end-of-archive blocks is part of the diff ID.
+    io::copy(&mut hashing, &mut io::sink()).map_err(UnpackError::Read)?;
+    unpacker.finish()?;
+    let tar_bytes = hashing.bytes_read();
+    let (diff_id, _) = hashing.finish();
+    Ok(LayerStats {
+        entries,
+        tar_bytes,
+        diff_id,
+    })
+}
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+struct Unpacker {
+    root: OwnedFd,
+    opts: UnpackOptions,
+    /// Open parent directories by their path inside the root.
+    parents: HashMap<PathBuf, OwnedFd>,
+    /// Directory mtimes, set at the end (later entries change them).
+    dir_times: Vec<(PathBuf, i64)>,
+}
+
+/// An entry's path as plain components below the root: a leading '/' and
+/// '.' are dropped; '..' is refused (it would climb above the layer).
+fn clean_path(raw: &[u8], shown: &str) -> Result<PathBuf, UnpackError> {
+    if raw.contains(&0) {
+        return Err(refused(shown, "the name contains a NUL byte"));
+    }
+    let mut out = PathBuf::new();
+    for c in Path::new(OsStr::from_bytes(raw)).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => return Err(refused(shown, "the path contains '..'")),
+            Component::Prefix(_) => return Err(refused(shown, "unexpected path prefix")),
+        }
+    }
+    Ok(out)
+}
+
+fn refused(entry: &str, reason: &str) -> UnpackError {
+    UnpackError::Refused {
+        entry: entry.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn io_err<'a>(entry: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> UnpackError + 'a {
+    move |source| UnpackError::Io {
+        entry: entry.to_string(),
+        what,
+        source,
+    }
+}
+
+fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// openat2(dirfd or AT_FDCWD, path, O_DIRECTORY | O_NOFOLLOW, in root when
+/// a dirfd is given).
+fn open_dir(dirfd: Option<BorrowedFd<'_>>, path: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(path.as_os_str())?;
+    let mut how: libc::open_how = {
+        // SAFETY: open_how is plain data; zero is a valid value.
+        unsafe { std::mem::zeroed() }
+    };
+    how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    let fd = match dirfd {
+        Some(d) => {
+            how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+            d.as_raw_fd()
+        }
+        None => libc::AT_FDCWD,
+    };
+    loop {
+        // SAFETY: `c` is a valid C string and `how` a valid open_how of
+        // the size passed; the kernel returns a new fd or -1.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                fd,
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if ret >= 0 {
+            // SAFETY: a new fd that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// fstatat(AT_SYMLINK_NOFOLLOW); None when absent.
+fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<Option<libc::stat>> {
+    // SAFETY: stat is plain data, filled by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, C string and out pointer.
+    let ret = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    match check(ret) {
+        Ok(()) => Ok(Some(st)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Removes `name` in `dir`, recursively for a directory, never following
+/// a symlink.
+fn remove_all_at(dir: RawFd, name: &CStr) -> io::Result<()> {
+    let Some(st) = lstat_at(dir, name)? else {
+        return Ok(());
+    };
+    if is_dir(&st) {
+        // SAFETY: valid fd and C string.
+        let fd = unsafe {
+            libc::openat(
+                dir,
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        check(fd)?;
+        // SAFETY: a new fd we own.
+        let sub = unsafe { OwnedFd::from_raw_fd(fd) };
+        clear_dir(sub.as_raw_fd())?;
+        // SAFETY: valid fd and C string.
+        check(unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) })
+    } else {
+        // SAFETY: valid fd and C string.
+        check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
+    }
+}
+
+/// Removes everything inside the directory `dir`.
+fn clear_dir(dir: RawFd) -> io::Result<()> {
+    let mut names = Vec::new();
+    {
+        let d = nix::dir::Dir::openat(
+            // SAFETY: dir is a valid open directory fd for this call.
+            unsafe { BorrowedFd::borrow_raw(dir) },
+            ".",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let mut d = d;
+        for e in d.iter() {
+            let e = e?;
+            let n = e.file_name();
+            if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                names.push(n.to_owned());
+            }
+        }
+    }
+    for n in names {
+        remove_all_at(dir, &n)?;
+    }
+    Ok(())
+}
+
+impl Unpacker {
+    /// The directory fd for `parent` (a clean relative path), made if
+    /// missing (mode 0755, like tar and containerd).
+    fn parent_fd(&mut self, parent: &Path, shown: &str) -> Result<RawFd, UnpackError> {
+        if parent.as_os_str().is_empty() {
+            return Ok(self.root.as_raw_fd());
+        }
+        if let Some(fd) = self.parents.get(parent) {
+            return Ok(fd.as_raw_fd());
+        }
+        let fd = match open_dir(Some(self.root.as_fd_borrowed()), parent) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // Make the missing directories one by one; each prefix is
+                // resolved in root again (a component may be a symlink).
+                let mut cur = self.root.try_clone().map_err(io_err(shown, "dup"))?;
+                let mut prefix = PathBuf::new();
+                for c in parent.components() {
+                    prefix.push(c);
+                    match open_dir(Some(self.root.as_fd_borrowed()), &prefix) {
+                        Ok(fd) => cur = fd,
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                            let name = cstr(c.as_os_str()).map_err(io_err(shown, "name"))?;
+                            // SAFETY: valid fd and C string.
+                            let r = unsafe { libc::mkdirat(cur.as_raw_fd(), name.as_ptr(), 0o755) };
+                            if let Err(e) = check(r) {
+                                if e.raw_os_error() != Some(libc::EEXIST) {
+                                    return Err(io_err(shown, "creating a parent directory")(e));
+                                }
+                            }
+                            cur = open_dir(Some(self.root.as_fd_borrowed()), &prefix).map_err(
+                                |e| UnpackError::Refused {
+                                    entry: shown.to_string(),
+                                    reason: format!(
+                                        "its parent {} is not a directory inside the layer's root ({e})",
+                                        prefix.display()
+                                    ),
+                                },
+                            )?;
+                        }
+                        Err(e) => {
+                            return Err(UnpackError::Refused {
+                                entry: shown.to_string(),
+                                reason: format!(
+                                "its parent {} is not a directory inside the layer's root ({e})",
+                                prefix.display()
+                            ),
+                            })
+                        }
+                    }
+                }
+                cur
+            }
+            Err(e) => {
+                return Err(UnpackError::Refused {
+                    entry: shown.to_string(),
+                    reason: format!(
+                        "its parent {} is not a directory inside the layer's root ({e})",
+                        parent.display()
+                    ),
+                })
+            }
+        };
+        let raw = fd.as_raw_fd();
+        self.parents.insert(parent.to_path_buf(), fd);
+        Ok(raw)
+    }
+
+    fn invalidate(&mut self, path: &Path) {
+        // A replaced or removed directory: forget it and what is below.
+        self.parents.retain(|p, _| !p.starts_with(path));
+    }
+
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        // Bounded cache, emptied only between entries: fds handed out while
+        // one entry is made stay open.
+        if self.parents.len() > 256 {
+            self.parents.clear();
+        }
+        let raw_path = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let path = clean_path(&raw_path, &shown)?;
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let Some(name) = path.file_name().map(OsStr::to_os_string) else {
+            // The root itself ("./"): only its metadata.
+            if kind.is_dir() {
+                let root = self.root.as_raw_fd();
+                self.metadata(root, c".", &header, &shown, true)?;
+                self.dir_times.push((PathBuf::new(), mtime(&header)));
+            }
+            return Ok(());
+        };
+        let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let name_bytes = name.as_bytes();
+
+        // Whiteouts.
+        if name_bytes == OPAQUE.as_bytes() {
+            let dir = self.parent_fd(&parent, &shown)?;
+            return match self.opts.whiteouts {
+                WhiteoutMode::Apply => {
+                    clear_dir(dir).map_err(io_err(&shown, "opaque whiteout"))?;
+                    self.parents
+                        .retain(|p, _| p == &parent || !p.starts_with(&parent));
+                    Ok(())
+                }
+                WhiteoutMode::Overlay => set_xattr_fd(dir, "trusted.overlay.opaque", b"y")
+                    .map_err(io_err(&shown, "setting trusted.overlay.opaque")),
+            };
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+                return Err(refused(
+                    &shown,
+                    "a whiteout must name an entry of its directory",
+                ));
+            }
+            let dir = self.parent_fd(&parent, &shown)?;
+            let target = CString::new(hidden).map_err(|_| refused(&shown, "NUL in name"))?;
+            self.invalidate(&parent.join(OsStr::from_bytes(hidden)));
+            return match self.opts.whiteouts {
+                WhiteoutMode::Apply => {
+                    remove_all_at(dir, &target).map_err(io_err(&shown, "applying the whiteout"))
+                }
+                WhiteoutMode::Overlay => {
+                    remove_all_at(dir, &target)
+                        .map_err(io_err(&shown, "replacing with a whiteout"))?;
+                    // SAFETY: valid fd and C string; a 0:0 char device.
+                    check(unsafe { libc::mknodat(dir, target.as_ptr(), libc::S_IFCHR, 0) })
+                        .map_err(io_err(&shown, "creating the overlay whiteout"))
+                }
+            };
+        }
+
+        let dir = self.parent_fd(&parent, &shown)?;
+        let cname = cstr(&name).map_err(|_| refused(&shown, "NUL in name"))?;
+        let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
+        // What is there now: a directory stays for a directory; anything
+        // else is replaced.
+        let existing = lstat_at(dir, &cname).map_err(io_err(&shown, "stat"))?;
+        if let Some(st) = existing {
+            if !(kind.is_dir() && is_dir(&st)) {
+                self.invalidate(&path);
+                remove_all_at(dir, &cname)
+                    .map_err(io_err(&shown, "replacing the existing entry"))?;
+            }
+        }
+        match kind {
+            tar::EntryType::Directory => {
+                if existing.as_ref().is_none_or(|st| !is_dir(st)) {
+                    // SAFETY: valid fd and C string.
+                    check(unsafe { libc::mkdirat(dir, cname.as_ptr(), 0o700) })
+                        .map_err(io_err(&shown, "mkdir"))?;
+                }
+                self.metadata(dir, &cname, &header, &shown, true)?;
+                self.xattrs(&mut entry, dir, &cname, &shown)?;
+                self.dir_times.push((path.clone(), mtime(&header)));
+                Ok(())
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                if kind == tar::EntryType::GNUSparse {
+                    return Err(refused(&shown, "GNU sparse files are not supported"));
+                }
+                // SAFETY: valid fd and C string; a new fd or -1.
+                let fd = unsafe {
+                    libc::openat(
+                        dir,
+                        cname.as_ptr(),
+                        libc::O_WRONLY
+                            | libc::O_CREAT
+                            | libc::O_EXCL
+                            | libc::O_NOFOLLOW
+                            | libc::O_CLOEXEC,
+                        0o600,
+                    )
+                };
+                check(fd).map_err(io_err(&shown, "creating the file"))?;
+                // SAFETY: a new fd we own.
+                let mut file = unsafe { File::from_raw_fd(fd) };
+                io::copy(&mut entry, &mut file).map_err(io_err(&shown, "writing the file"))?;
+                let (uid, gid) = owner(&header)?;
+                // SAFETY: valid fd.
+                check(unsafe { libc::fchown(file.as_raw_fd(), uid, gid) })
+                    .map_err(io_err(&shown, "chown"))?;
+                // SAFETY: valid fd; chmod after chown keeps setuid bits.
+                check(unsafe { libc::fchmod(file.as_raw_fd(), mode) })
+                    .map_err(io_err(&shown, "chmod"))?;
+                self.xattrs_fd(&mut entry, file.as_raw_fd(), &shown)?;
+                set_times(dir, &cname, mtime(&header)).map_err(io_err(&shown, "setting mtime"))
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refused(&shown, "a symlink without a target"))?;
+                let target = CString::new(target.as_ref())
+                    .map_err(|_| refused(&shown, "NUL in the symlink target"))?;
+                // SAFETY: valid C strings and fd.
+                check(unsafe { libc::symlinkat(target.as_ptr(), dir, cname.as_ptr()) })
+                    .map_err(io_err(&shown, "symlink"))?;
+                let (uid, gid) = owner(&header)?;
+                // SAFETY: valid fd and C string; NOFOLLOW changes the link.
+                check(unsafe {
+                    libc::fchownat(dir, cname.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
+                })
+                .map_err(io_err(&shown, "chown"))?;
+                set_times(dir, &cname, mtime(&header)).map_err(io_err(&shown, "setting mtime"))
+            }
+            tar::EntryType::Link => {
+                let target_raw = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refused(&shown, "a hardlink without a target"))?
+                    .into_owned();
+                let target = clean_path(&target_raw, &shown)?;
+                let tname = target
+                    .file_name()
+                    .ok_or_else(|| refused(&shown, "a hardlink to the root"))?;
+                let tparent = target.parent().unwrap_or(Path::new("")).to_path_buf();
+                let tdir = self.parent_fd(&tparent, &shown)?;
+                let tc = cstr(tname).map_err(|_| refused(&shown, "NUL in name"))?;
+                match lstat_at(tdir, &tc).map_err(io_err(&shown, "stat of the link target"))? {
+                    None => return Err(refused(&shown, "the hardlink target does not exist")),
+                    Some(st) if is_dir(&st) => {
+                        return Err(refused(&shown, "the hardlink target is a directory"))
+                    }
+                    Some(_) => {}
+                }
+                // Re-fetch dir: parent_fd may have evicted the cache.
+                let dir = self.parent_fd(&parent, &shown)?;
+                // SAFETY: valid fds and C strings; flags 0 never follows
+                // a symlink target.
+                check(unsafe { libc::linkat(tdir, tc.as_ptr(), dir, cname.as_ptr(), 0) })
+                    .map_err(io_err(&shown, "hardlink"))
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let (fmt, dev) = match kind {
+                    tar::EntryType::Char | tar::EntryType::Block => {
+                        let major = header.device_major().ok().flatten().unwrap_or(0);
+                        let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                        let fmt = if kind == tar::EntryType::Char {
+                            libc::S_IFCHR
+                        } else {
+                            libc::S_IFBLK
+                        };
+                        (fmt, libc::makedev(major, minor))
+                    }
+                    _ => (libc::S_IFIFO, 0),
+                };
+                // SAFETY: valid fd and C string.
+                check(unsafe { libc::mknodat(dir, cname.as_ptr(), fmt | 0o600, dev) })
+                    .map_err(io_err(&shown, "mknod"))?;
+                self.metadata(dir, &cname, &header, &shown, false)?;
+                set_times(dir, &cname, mtime(&header)).map_err(io_err(&shown, "setting mtime"))
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => Ok(()),
+            other => Err(refused(
+                &shown,
+                &format!("unsupported entry type {other:?}"),
+            )),
+        }
+    }
+
+    /// Owner and mode of a directory or special file created by name.
+    fn metadata(
+        &self,
+        dir: RawFd,
+        name: &CStr,
+        header: &tar::Header,
+        shown: &str,
+        directory: bool,
+    ) -> Result<(), UnpackError> {
+        let (uid, gid) = owner(header)?;
+        let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
+        let flags = libc::O_RDONLY
+            | libc::O_NOFOLLOW
+            | libc::O_CLOEXEC
+            | if directory {
+                libc::O_DIRECTORY
+            } else {
+                libc::O_PATH
+            };
+        // SAFETY: valid fd and C string.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
+        check(fd).map_err(io_err(shown, "opening for metadata"))?;
+        // SAFETY: a new fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if directory {
+            // SAFETY: valid fd.
+            check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })
+                .map_err(io_err(shown, "chown"))?;
+            // SAFETY: valid fd.
+            check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map_err(io_err(shown, "chmod"))
+        } else {
+            // An O_PATH fd: chown/chmod through fchownat/fchmodat with
+            // AT_EMPTY_PATH-free names is racy; the special file was just
+            // made by us in a directory no one else writes to.
+            // SAFETY: valid fd and C string.
+            check(unsafe {
+                libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
+            })
+            .map_err(io_err(shown, "chown"))?;
+            // SAFETY: valid fd and C string.
+            check(unsafe { libc::fchmodat(dir, name.as_ptr(), mode, 0) })
+                .map_err(io_err(shown, "chmod"))
+        }
+    }
+
+    fn xattrs<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        dir: RawFd,
+        name: &CStr,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let list = pax_xattrs(entry)?;
+        if list.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: valid fd and C string.
+        let fd = unsafe {
+            libc::openat(
+                dir,
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_DIRECTORY,
+            )
+        };
+        check(fd).map_err(io_err(shown, "opening for xattrs"))?;
+        // SAFETY: a new fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        apply_xattrs(fd.as_raw_fd(), &list, shown)
+    }
+
+    fn xattrs_fd<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        fd: RawFd,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let list = pax_xattrs(entry)?;
+        apply_xattrs(fd, &list, shown)
+    }
+
+    fn finish(&mut self) -> Result<(), UnpackError> {
+        self.parents.clear();
+        // Deepest first, so setting a child's time doesn't touch a parent
+        // already set (utimensat on a child does not change the parent).
+        let times = std::mem::take(&mut self.dir_times);
+        for (path, t) in times.into_iter().rev() {
+            let shown = path.display().to_string();
+            let (dir, name) = match (path.parent(), path.file_name()) {
+                (Some(p), Some(n)) if p.as_os_str().is_empty() => {
+                    (None, cstr(n).map_err(|_| refused(&shown, "NUL"))?)
+                }
+                (Some(p), Some(n)) => {
+                    let fd = match open_dir(Some(self.root.as_fd_borrowed()), p) {
+                        Ok(fd) => fd,
+                        Err(_) => continue, // removed by a later whiteout
+                    };
+                    (Some(fd), cstr(n).map_err(|_| refused(&shown, "NUL"))?)
+                }
+                _ => (None, c".".to_owned()),
+            };
+            let dfd = dir
+                .as_ref()
+                .map_or(self.root.as_raw_fd(), |d| d.as_raw_fd());
+            let _ = set_times(dfd, &name, t);
+        }
+        Ok(())
+    }
+}
+
+trait AsFdBorrowed {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdBorrowed for OwnedFd {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+fn owner(header: &tar::Header) -> Result<(u32, u32), UnpackError> {
+    let uid = header.uid().map_err(UnpackError::Read)?;
+    let gid = header.gid().map_err(UnpackError::Read)?;
+    let conv = |v: u64| {
+        u32::try_from(v)
+            .map_err(|_| UnpackError::Read(io::Error::other(format!("owner id {v} out of range"))))
+    };
+    Ok((conv(uid)?, conv(gid)?))
+}
+
+fn mtime(header: &tar::Header) -> i64 {
+    header
+        .mtime()
+        .ok()
+        .and_then(|t| i64::try_from(t).ok())
+        .unwrap_or(0)
+}
+
+fn set_times(dir: RawFd, name: &CStr, mtime: i64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    let times = [ts, ts];
+    // SAFETY: valid fd, C string and two timespecs.
+    check(unsafe {
+        libc::utimensat(
+            dir,
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// PAX `SCHILY.xattr.NAME` records (at most 256, each value at most 64 KiB).
+fn pax_xattrs<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> Result<Vec<(CString, Vec<u8>)>, UnpackError> {
+    let mut out = Vec::new();
+    let Some(exts) = entry.pax_extensions().map_err(UnpackError::Read)? else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ext = ext.map_err(UnpackError::Read)?;
+        let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+            continue;
+        };
+        if out.len() >= 256 || ext.value_bytes().len() > 65536 {
+            return Err(UnpackError::Read(io::Error::other(
+                "too many or too large xattrs",
+            )));
+        }
+        if let Ok(n) = CString::new(name) {
+            out.push((n, ext.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+fn apply_xattrs(fd: RawFd, list: &[(CString, Vec<u8>)], shown: &str) -> Result<(), UnpackError> {
+    for (name, value) in list {
+        // SAFETY: valid fd, C string and buffer.
+        let r =
+            unsafe { libc::fsetxattr(fd, name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        if let Err(e) = check(r) {
+            // Filesystems without user xattrs, or trusted.* unprivileged:
+            // like tar, go on.
+            if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) {
+                continue;
+            }
+            return Err(io_err(shown, "setting an xattr")(e));
+        }
+    }
+    Ok(())
+}
+
+fn set_xattr_fd(fd: RawFd, name: &str, value: &[u8]) -> io::Result<()> {
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid fd, C string and buffer.
+    check(unsafe { libc::fsetxattr(fd, n.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(
+            clean_path(b"/etc/x", "t").expect("abs"),
+            PathBuf::from("etc/x")
+        );
+        assert_eq!(
+            clean_path(b"./a/./b", "t").expect("dots"),
+            PathBuf::from("a/b")
+        );
+        assert!(clean_path(b"a/../../b", "t").is_err());
+        assert!(clean_path(b"../b", "t").is_err());
+    }
+
+    #[test]
+    fn detects_compression() {
+        assert_eq!(detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(detect(b"ustar"), Compression::None);
+    }
+}
