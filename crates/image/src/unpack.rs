@@ -513,7 +513,6 @@ impl Unpacker {
 
         let dir = self.parent_fd(&parent, &shown)?;
         let cname = cstr(&name).map_err(|_| refused(&shown, "NUL in name"))?;
-        let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
         // What is there now: a directory stays for a directory; anything
         // else is replaced.
         let existing = lstat_at(dir, &cname).map_err(io_err(&shown, "stat"))?;
@@ -554,6 +553,7 @@ impl Unpacker {
                     )
                 };
                 check(fd).map_err(io_err(&shown, "creating the file"))?;
+                let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
                 // SAFETY: a new fd we own.
                 let mut file = unsafe { File::from_raw_fd(fd) };
                 io::copy(&mut entry, &mut file).map_err(io_err(&shown, "writing the file"))?;

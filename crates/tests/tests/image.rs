@@ -1,0 +1,706 @@
+//! Images end to end: Debian's docker-registry on 127.0.0.1 (started here,
+//! storage in a temp dir), images pushed with skopeo from OCI layouts made
+//! here, pulled with `hako`, unpacked into bundles and run with
+//! hako-runtime. Hostile layers go straight to the unpacker.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use hako_image::digest::Digest;
+use hako_tests::{bin_dir, busybox_rootfs, json, unique, Runtime, TempDir, Value};
+
+fn hako_bin() -> PathBuf {
+    bin_dir().join("hako")
+}
+
+/// A docker-registry on a free port of 127.0.0.1; killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: TempDir,
+}
+
+impl Registry {
+    fn start(extra: &str) -> Registry {
+        let dir = TempDir::new("registry");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path.join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}}}\n{extra}",
+                dir.path.join("data").display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `data` as a blob of the layout; returns its descriptor fields.
+fn blob(layout: &Path, data: &[u8]) -> (Digest, usize) {
+    let d = Digest::sha256_of(data);
+    std::fs::write(layout.join("blobs/sha256").join(d.encoded()), data).expect("blob");
+    (d, data.len())
+}
+
+/// Runs a command, panicking with its stderr when it fails.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An OCI image layout at `layout` with one gzip layer of `rootfs` (plus
+/// `extra` files) and `config` as the image's run config, for each arch.
+fn make_layout(layout: &Path, rootfs: &Path, config: Value, archs: &[&str]) {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir");
+    let work = TempDir::new("layer");
+    let tar_path = work.path.join("layer.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(rootfs)
+        .args(["--numeric-owner", "--sort=name", "-cf"])
+        .arg(&tar_path)
+        .arg("."));
+    let tar = std::fs::read(&tar_path).expect("read tar");
+    let diff_id = Digest::sha256_of(&tar);
+    run(Command::new("gzip").args(["-n", "-f"]).arg(&tar_path));
+    let gz = std::fs::read(work.path.join("layer.tar.gz")).expect("gz");
+    let (layer, layer_size) = blob(layout, &gz);
+    let mut manifests = Vec::new();
+    for arch in archs {
+        let cfg = json!({"architecture": arch, "os": "linux", "created": "2026-01-02T03:04:05Z",
+            "config": config, "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}});
+        let (c, cs) = blob(layout, cfg.to_string().as_bytes());
+        let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c.to_string(), "size": cs},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": layer_size}]});
+        let (md, ms) = blob(layout, m.to_string().as_bytes());
+        manifests.push(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(), "size": ms, "platform": {"architecture": arch, "os": "linux"}}));
+    }
+    let index = if archs.len() == 1 {
+        let mut m = manifests[0].clone();
+        m["annotations"] = json!({"org.opencontainers.image.ref.name": "latest"});
+        json!({"schemaVersion": 2, "manifests": [m]})
+    } else {
+        let (id, is) = blob(
+            layout,
+            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})
+                .to_string()
+                .as_bytes(),
+        );
+        json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": id.to_string(), "size": is, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]})
+    };
+    std::fs::write(layout.join("index.json"), index.to_string()).expect("index");
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
+}
+
+/// A busybox rootfs with a user and a group to resolve.
+fn test_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    hako_tests::copy_tree(busybox_rootfs(), &rootfs);
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/home/app:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\napp:x:1234:\nstaff:x:50:app\nwheel:x:10:root,app\n",
+    )
+    .expect("group");
+    std::fs::create_dir_all(rootfs.join("srv/work")).expect("mkdir");
+    rootfs
+}
+
+fn push(layout: &Path, dest: &str, extra: &[&str]) {
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .args(extra)
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{dest}")));
+}
+
+struct Hako {
+    root: TempDir,
+}
+
+impl Hako {
+    fn new() -> Hako {
+        Hako {
+            root: TempDir::new("hako-root"),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(hako_bin());
+        c.arg("--root")
+            .arg(self.root.path.join("lib"))
+            .arg("--runroot")
+            .arg(self.root.path.join("run"))
+            .args(args);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        run(&mut self.cmd(args))
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("hako");
+        assert!(!out.status.success(), "hako {args:?} succeeded");
+        assert_eq!(out.status.code(), Some(125));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn app_config() -> Value {
+    json!({"User": "app", "Env": ["GREETING=hello"], "WorkingDir": "/srv/work",
+           "Entrypoint": ["sh", "-c"], "Cmd": ["echo $GREETING; id -u; id -G; pwd"],
+           "Labels": {"org.example.team": "images"}, "StopSignal": "SIGQUIT"})
+}
+
+/// Unpacks `image` into a bundle and runs it with hako-runtime.
+fn run_image(h: &Hako, image: &str) -> String {
+    let bundle = TempDir::new("bundle");
+    h.ok(&["image", "unpack", image, &bundle.path.to_string_lossy()]);
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(bundle.path.join("config.json")).expect("config.json"),
+    )
+    .expect("json");
+    assert_eq!(config["annotations"]["org.example.team"], "images");
+    assert_eq!(
+        config["annotations"]["org.opencontainers.image.stopSignal"],
+        "SIGQUIT"
+    );
+    let rt = Runtime::new();
+    let out = run(&mut rt.cmd(&[
+        "run",
+        "--bundle",
+        &bundle.path.to_string_lossy(),
+        &unique("img"),
+    ]));
+    out
+}
+
+#[test]
+fn pull_by_tag_and_digest_then_run() {
+    let reg = Registry::start("");
+    let dir = TempDir::new("img");
+    let layout = dir.path.join("layout");
+    make_layout(&layout, &test_rootfs(&dir.path), app_config(), &["amd64"]);
+    let name = format!("{}/test/app:v1", reg.addr);
+    push(&layout, &name, &[]);
+    let h = Hako::new();
+    h.ok(&["pull", "-q", &name]);
+    let images = h.ok(&["images"]);
+    assert!(
+        images.contains(&format!("{}/test/app", reg.addr)) && images.contains("v1"),
+        "{images}"
+    );
+    // User app (1234) with staff and wheel from /etc/group, env, cwd.
+    assert_eq!(run_image(&h, &name), "hello\n1234\n1234 10 50\n/srv/work\n");
+
+    // By digest, into another store: the same image ID.
+    let inspect: Value =
+        serde_json::from_str(&h.ok(&["image", "inspect", &name])).expect("inspect");
+    let digest = inspect[0]["Digest"].as_str().expect("digest").to_string();
+    let h2 = Hako::new();
+    let id = h2.ok(&["pull", "-q", &format!("{}/test/app@{digest}", reg.addr)]);
+    assert_eq!(id.trim(), inspect[0]["Id"].as_str().expect("id"));
+
+    // tag, rmi of one name keeps the image, of the last removes it.
+    h.ok(&["tag", &name, "localhost/other:x"]);
+    assert!(h.ok(&["images"]).contains("localhost/other"));
+    h.ok(&["rmi", "localhost/other:x"]);
+    assert!(!h.ok(&["images"]).contains("localhost/other"));
+    h.ok(&["rmi", &name]);
+    assert_eq!(h.ok(&["images", "-q"]), "");
+    // Blobs and layers went with it.
+    let blobs = std::fs::read_dir(h.root.path.join("lib/blobs/sha256"))
+        .expect("blobs")
+        .count();
+    let layers = std::fs::read_dir(h.root.path.join("lib/snapshots"))
+        .expect("snapshots")
+        .count();
+    assert_eq!((blobs, layers), (0, 0));
+    assert!(h.fails(&["rmi", &name]).contains("no image"));
+}
+
+#[test]
+fn docker_schema2_zstd_and_multi_arch() {
+    let reg = Registry::start("");
+    let dir = TempDir::new("img");
+    let layout = dir.path.join("layout");
+    make_layout(&layout, &test_rootfs(&dir.path), app_config(), &["amd64"]);
+    let h = Hako::new();
+    let v2s2 = format!("{}/test/docker:v2s2", reg.addr);
+    push(&layout, &v2s2, &["--format", "v2s2"]);
+    h.ok(&["pull", "-q", &v2s2]);
+    let inspect: Value =
+        serde_json::from_str(&h.ok(&["image", "inspect", &v2s2])).expect("inspect");
+    assert_eq!(
+        inspect[0]["ManifestType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(run_image(&h, &v2s2), "hello\n1234\n1234 10 50\n/srv/work\n");
+
+    let zstd = format!("{}/test/zstd:v1", reg.addr);
+    push(&layout, &zstd, &["--dest-compress-format", "zstd"]);
+    h.ok(&["pull", "-q", &zstd]);
+    assert_eq!(run_image(&h, &zstd), "hello\n1234\n1234 10 50\n/srv/work\n");
+
+    let multi_dir = TempDir::new("multi");
+    let multi_layout = multi_dir.path.join("layout");
+    make_layout(
+        &multi_layout,
+        &test_rootfs(&multi_dir.path),
+        app_config(),
+        &["amd64", "arm64"],
+    );
+    let multi = format!("{}/test/multi:v1", reg.addr);
+    push(&multi_layout, &multi, &["--all"]);
+    for (platform, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64")] {
+        let h = Hako::new();
+        h.ok(&["pull", "-q", "--platform", platform, &multi]);
+        let inspect: Value =
+            serde_json::from_str(&h.ok(&["image", "inspect", &multi])).expect("inspect");
+        assert_eq!(inspect[0]["Platform"], format!("linux/{arch}"));
+    }
+    let err = Hako::new().fails(&["pull", "-q", "--platform", "linux/s390x", &multi]);
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn basic_auth_with_login() {
+    let dir = TempDir::new("auth");
+    let htpasswd = dir.path.join("htpasswd");
+    let line = run(Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]));
+    std::fs::write(&htpasswd, line).expect("htpasswd");
+    let reg = Registry::start(&format!(
+        "auth: {{htpasswd: {{realm: hako-test, path: {}}}}}\n",
+        htpasswd.display()
+    ));
+    let layout = dir.path.join("layout");
+    make_layout(&layout, &test_rootfs(&dir.path), app_config(), &["amd64"]);
+    let name = format!("{}/private/app:v1", reg.addr);
+    push(&layout, &name, &["--dest-creds", "alice:s3cret"]);
+    let h = Hako::new();
+    let authfile = dir.path.join("auth.json");
+    let with_auth = |args: &[&str]| {
+        let mut c = h.cmd(args);
+        c.env("REGISTRY_AUTH_FILE", &authfile);
+        c
+    };
+    let out = with_auth(&["pull", "-q", &name]).output().expect("hako");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = with_auth(&["login", "-u", "alice", "-p", "wrong", &reg.addr])
+        .output()
+        .expect("hako");
+    assert!(!bad.status.success());
+    assert!(!authfile.exists(), "a failed login stores nothing");
+    run(&mut with_auth(&[
+        "login", "-u", "alice", "-p", "s3cret", &reg.addr,
+    ]));
+    let auth: Value =
+        serde_json::from_slice(&std::fs::read(&authfile).expect("auth.json")).expect("json");
+    assert!(auth["auths"][&reg.addr]["auth"].is_string());
+    run(&mut with_auth(&["pull", "-q", &name]));
+    run(&mut with_auth(&["logout", &reg.addr]));
+    let auth: Value =
+        serde_json::from_slice(&std::fs::read(&authfile).expect("auth.json")).expect("json");
+    assert!(auth["auths"].get(&reg.addr).is_none());
+}
+
+#[test]
+fn push_then_skopeo_inspect() {
+    let reg = Registry::start("");
+    let dir = TempDir::new("img");
+    let layout = dir.path.join("layout");
+    make_layout(&layout, &test_rootfs(&dir.path), app_config(), &["amd64"]);
+    let src = format!("{}/test/src:v1", reg.addr);
+    push(&layout, &src, &[]);
+    let h = Hako::new();
+    h.ok(&["pull", "-q", &src]);
+    let dest = format!("{}/other/copy:v2", reg.addr);
+    h.ok(&["push", &src, &dest]);
+    let out = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ]));
+    let v: Value = serde_json::from_str(&out).expect("skopeo json");
+    assert_eq!(v["Architecture"], "amd64");
+    assert_eq!(v["Labels"]["org.example.team"], "images");
+}
+
+// ---- the unpacker against hostile layers ----------------------------------
+
+/// A tar entry with raw name bytes (tar::Header::set_path refuses '..').
+fn entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    {
+        let gnu = h.as_gnu_mut().expect("gnu");
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+        if !link.is_empty() {
+            gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+    }
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_cksum();
+    b.append(&h, data).expect("append");
+}
+
+fn layer(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (n, k, l, d) in entries {
+        entry(&mut b, n, *k, l, d);
+    }
+    b.into_inner().expect("tar")
+}
+
+fn apply(dest: &Path, tar: &[u8]) -> Result<(), String> {
+    hako_image::unpack::apply_layer(
+        dest,
+        tar,
+        &hako_image::unpack::UnpackOptions {
+            whiteouts: hako_image::unpack::WhiteoutMode::Apply,
+        },
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Every file under `dir`, for before/after comparison.
+fn listing(dir: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .arg(dir)
+        .arg("-printf")
+        .arg("%p %s %T@\n")
+        .output()
+        .expect("find");
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn unpacker_keeps_every_path_inside() {
+    use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
+    type Layer<'a> = Vec<(&'a str, tar::EntryType, &'a str, &'a [u8])>;
+    let cases: Vec<(&str, Vec<Layer>)> = vec![
+        ("dotdot", vec![vec![("../escape", F, "", b"x")]]),
+        ("dotdot deep", vec![vec![("a/../../escape", F, "", b"x")]]),
+        (
+            "abs symlink parent",
+            vec![vec![("link", S, "/outside", b""), ("link/x", F, "", b"x")]],
+        ),
+        (
+            "rel symlink parent",
+            vec![vec![
+                ("link", S, "../../outside", b""),
+                ("link/x", F, "", b"x"),
+            ]],
+        ),
+        (
+            "symlink across layers",
+            vec![
+                vec![("d", S, "../../../outside", b"")],
+                vec![("d/x", F, "", b"x")],
+            ],
+        ),
+        ("hardlink out", vec![vec![("h", H, "../outside/file", b"")]]),
+        (
+            "hardlink via symlink",
+            vec![vec![("s", S, "/outside", b""), ("h", H, "s/file", b"")]],
+        ),
+        ("whiteout up", vec![vec![("a/.wh...", F, "", b"")]]),
+        (
+            "opaque through symlink",
+            vec![vec![
+                ("s", S, "/outside", b""),
+                ("s/.wh..wh..opq", F, "", b""),
+            ]],
+        ),
+        (
+            "whiteout through symlink",
+            vec![vec![
+                ("s", S, "../outside", b""),
+                ("s/.wh.file", F, "", b""),
+            ]],
+        ),
+        (
+            "dir then symlink swap",
+            vec![vec![
+                ("d", D, "", b""),
+                ("d", S, "/outside", b""),
+                ("d/x", F, "", b"x"),
+            ]],
+        ),
+    ];
+    for (what, layers) in cases {
+        let t = TempDir::new("unpack");
+        let outside = t.path.join("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("file"), "host").expect("write");
+        let dest = t.path.join("a/b/rootfs");
+        std::fs::create_dir_all(&dest).expect("mkdir");
+        let before = listing(&outside);
+        let before_parent = listing(&t.path.join("a"));
+        for l in layers {
+            let _ = apply(&dest, &layer(&l));
+        }
+        assert_eq!(listing(&outside), before, "{what}: outside changed");
+        let after_parent: Vec<String> = listing(&t.path.join("a"))
+            .into_iter()
+            .filter(|p| !p.starts_with(&dest.to_string_lossy().to_string()))
+            .collect();
+        let before_parent: Vec<String> = before_parent
+            .into_iter()
+            .filter(|p| !p.starts_with(&dest.to_string_lossy().to_string()))
+            .collect();
+        assert_eq!(
+            after_parent, before_parent,
+            "{what}: a file appeared beside the rootfs"
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.join("file")).expect("read"),
+            "host",
+            "{what}"
+        );
+        assert!(
+            !t.path.join("escape").exists() && !t.path.join("a/escape").exists(),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn unpacker_refuses_dotdot_and_lands_absolute_paths_inside() {
+    use tar::EntryType::Regular as F;
+    let t = TempDir::new("unpack");
+    let dest = t.path.join("rootfs");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    let err = apply(&dest, &layer(&[("../x", F, "", b"x")])).expect_err("refused");
+    assert!(err.contains("../x") && err.contains(".."), "{err}");
+    apply(&dest, &layer(&[("/etc/abs", F, "", b"abs")])).expect("absolute path");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/abs")).expect("inside"),
+        "abs"
+    );
+    // A symlinked directory resolves inside the root, like a chroot.
+    apply(
+        &dest,
+        &layer(&[
+            ("etc2", tar::EntryType::Symlink, "/etc", b""),
+            ("etc2/y", F, "", b"y"),
+        ]),
+    )
+    .expect("symlinked parent");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/y")).expect("inside"),
+        "y"
+    );
+}
+
+#[test]
+fn unpacker_metadata_whiteouts_and_special_files() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let t = TempDir::new("unpack");
+    let dest = t.path.join("rootfs");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_path("bin/tool").expect("path");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(4);
+    h.set_mode(0o4755);
+    h.set_uid(1000);
+    h.set_gid(2000);
+    h.set_mtime(1_600_000_000);
+    b.append_pax_extensions([("SCHILY.xattr.user.hako", b"yes".as_slice())])
+        .expect("pax");
+    h.set_cksum();
+    b.append(&h, b"tool".as_slice()).expect("file");
+    let mut hl = tar::Header::new_gnu();
+    hl.set_path("bin/tool2").expect("path");
+    hl.set_link_name("bin/tool").expect("link");
+    hl.set_entry_type(tar::EntryType::Link);
+    hl.set_size(0);
+    hl.set_cksum();
+    b.append(&hl, &[][..]).expect("link");
+    for (name, kind) in [
+        ("dev/null", tar::EntryType::Char),
+        ("run/fifo", tar::EntryType::Fifo),
+    ] {
+        let mut d = tar::Header::new_gnu();
+        d.set_path(name).expect("path");
+        d.set_entry_type(kind);
+        d.set_mode(0o666);
+        d.set_uid(0);
+        d.set_gid(0);
+        d.set_mtime(1_600_000_000);
+        if kind == tar::EntryType::Char {
+            d.set_device_major(1).expect("major");
+            d.set_device_minor(3).expect("minor");
+        }
+        d.set_size(0);
+        d.set_cksum();
+        b.append(&d, &[][..]).expect("dev");
+    }
+    let tar = b.into_inner().expect("tar");
+    apply(&dest, &tar).expect("apply");
+    let m = std::fs::metadata(dest.join("bin/tool")).expect("tool");
+    assert_eq!(
+        (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime()),
+        (0o4755, 1000, 2000, 1_600_000_000)
+    );
+    assert_eq!(
+        m.ino(),
+        std::fs::metadata(dest.join("bin/tool2"))
+            .expect("tool2")
+            .ino()
+    );
+    let mut value = [0u8; 8];
+    let path =
+        std::ffi::CString::new(dest.join("bin/tool").to_string_lossy().as_bytes()).expect("c");
+    // SAFETY: valid C strings and buffer.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.hako".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    assert_eq!(&value[..n.max(0) as usize], b"yes");
+    let dev = std::fs::metadata(dest.join("dev/null")).expect("dev");
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), libc::makedev(1, 3));
+    assert!(std::fs::metadata(dest.join("run/fifo"))
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
+
+    // A second layer: a whiteout and an opaque directory.
+    use tar::EntryType::{Directory as D, Regular as F};
+    std::fs::create_dir_all(dest.join("opq")).expect("mkdir");
+    std::fs::write(dest.join("opq/old"), "old").expect("write");
+    apply(
+        &dest,
+        &layer(&[
+            ("bin/.wh.tool2", F, "", b""),
+            ("opq", D, "", b""),
+            ("opq/.wh..wh..opq", F, "", b""),
+            ("opq/new", F, "", b"n"),
+        ]),
+    )
+    .expect("whiteouts");
+    assert!(!dest.join("bin/tool2").exists() && dest.join("bin/tool").exists());
+    assert!(!dest.join("opq/old").exists() && dest.join("opq/new").exists());
+
+    // Overlay mode: whiteouts become 0:0 devices and the opaque xattr.
+    let ov = t.path.join("overlay-layer");
+    std::fs::create_dir_all(&ov).expect("mkdir");
+    hako_image::unpack::apply_layer(
+        &ov,
+        layer(&[("gone/.wh.x", F, "", b""), ("opq/.wh..wh..opq", F, "", b"")]).as_slice(),
+        &hako_image::unpack::UnpackOptions {
+            whiteouts: hako_image::unpack::WhiteoutMode::Overlay,
+        },
+    )
+    .expect("overlay");
+    let w = std::fs::metadata(ov.join("gone/x")).expect("whiteout");
+    assert!(w.file_type().is_char_device() && w.rdev() == 0);
+    let p = std::ffi::CString::new(ov.join("opq").to_string_lossy().as_bytes()).expect("c");
+    // SAFETY: valid C strings and buffer.
+    let n = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    assert_eq!(&value[..n.max(0) as usize], b"y");
+}
+
+#[test]
+fn truncated_or_wrong_blobs_leave_nothing_visible() {
+    let t = TempDir::new("store");
+    let store = hako_image::store::Store::open(&t.path).expect("store");
+    let d = Digest::sha256_of(b"right content");
+    assert!(store.put_bytes(&d, b"wrong content").is_err());
+    assert!(store.put_bytes(&d, b"right").is_err(), "truncated");
+    assert!(!store.has_blob(&d));
+    assert_eq!(
+        std::fs::read_dir(t.path.join("ingest"))
+            .expect("ingest")
+            .count(),
+        0
+    );
+    store.put_bytes(&d, b"right content").expect("right");
+    assert!(store.has_blob(&d));
+    let mut w = store.ingest(&d, Some(13)).expect("ingest");
+    assert!(
+        w.write_all(b"right content and more").is_err(),
+        "longer than its descriptor"
+    );
+}
