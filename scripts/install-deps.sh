@@ -9,6 +9,8 @@ PKGS=(
   podman crun runc # real clients and anchors
   containerd       # containerd + ctr, driving hako-runtime through its runc shim
   hyperfine        # benchmarks
+  docker-registry skopeo apache2-utils  # image tests: registry, pushes, htpasswd
+  umoci jq debootstrap  # bench/pull.sh anchors and its Debian image
 )
 # The cgroup2-only VM of scripts/vm-test.sh (no recommends: no firmware,
 # no GUI bits).
