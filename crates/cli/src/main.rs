@@ -368,9 +368,17 @@ fn push(store: &Store, rec: &ImageRecord, dest: &Reference) -> Result<(), Error>
     let quiet = !std::io::stderr().is_terminal();
     let mut blobs = vec![rec.id.clone()];
     blobs.extend(rec.layers.iter().cloned());
+    // A repository of the same registry that has the blobs (the image was
+    // pulled from it): the registry can mount them instead of an upload.
+    let mount_from = rec
+        .names
+        .iter()
+        .filter_map(|n| Reference::parse(n).ok())
+        .find(|r| r.registry == dest.registry && r.repository != dest.repository)
+        .map(|r| r.repository);
     for d in &blobs {
         let data = std::fs::read(store.blob_path(d))?;
-        client.push_blob(repo, d, &data, None)?;
+        client.push_blob(repo, d, &data, mount_from.as_deref())?;
         if !quiet {
             eprintln!("Copying blob {} done", &d.encoded()[..12]);
         }
