@@ -704,3 +704,200 @@ fn truncated_or_wrong_blobs_leave_nothing_visible() {
         "longer than its descriptor"
     );
 }
+
+// ---- token auth: the registry's `auth: token`, a token issuer here --------
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// A JWT for `service` granting pull and push on every repository, signed
+/// RS256 with `key` and carrying `cert_der` (x5c), as the registry checks
+/// it against its rootcertbundle.
+fn sign_token(dir: &Path, key: &Path, cert_der: &[u8], service: &str, scope: &str) -> String {
+    use base64::Engine;
+    let header = json!({"typ": "JWT", "alg": "RS256",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(cert_der)]});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let access: Vec<Value> = scope
+        .split(' ')
+        .filter_map(|s| {
+            let mut p = s.splitn(3, ':');
+            let (kind, name, actions) = (p.next()?, p.next()?, p.next()?);
+            Some(json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let claims = json!({"iss": "hako-test-issuer", "sub": "alice", "aud": service,
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": unique("jti"), "access": access});
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let input = dir.join(unique("jwt-input"));
+    std::fs::write(&input, &signing_input).expect("write");
+    let sig = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .arg(&input)
+        .output()
+        .expect("openssl");
+    assert!(
+        sig.status.success(),
+        "openssl dgst: {}",
+        String::from_utf8_lossy(&sig.stderr)
+    );
+    let _ = std::fs::remove_file(&input);
+    format!("{signing_input}.{}", b64url(&sig.stdout))
+}
+
+/// Serves tokens on 127.0.0.1: each GET gets a token for the query's
+/// service and scope, if it carries alice's basic credentials. Returns the
+/// realm URL and a counter of tokens issued.
+fn token_issuer(
+    dir: PathBuf,
+    key: PathBuf,
+    cert_der: Vec<u8>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let realm = format!("http://{}/token", listener.local_addr().expect("addr"));
+    let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = issued.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut authorized = false;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                use base64::Engine;
+                let good = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+                if line
+                    .to_ascii_lowercase()
+                    .starts_with("authorization: basic ")
+                    && line.trim_end().ends_with(&good)
+                {
+                    authorized = true;
+                }
+            }
+            let query = request_line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.split_once('?'))
+                .map(|(_, q)| q.to_string())
+                .unwrap_or_default();
+            let param = |k: &str| {
+                query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter(|(key, _)| *key == k)
+                    .map(|(_, v)| percent_decode(v))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let mut s = &stream;
+            if !authorized {
+                let _ = s.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let token = sign_token(&dir, &key, &cert_der, &param("service"), &param("scope"));
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let body = json!({"token": token}).to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (realm, issued)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn token_auth_like_docker_hub() {
+    let dir = TempDir::new("token");
+    let key = dir.path.join("key.pem");
+    let cert = dir.path.join("cert.pem");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hako-test-issuer",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("openssl x509");
+    let (realm, issued) = token_issuer(dir.path.clone(), key.clone(), der.stdout);
+    let reg = Registry::start(&format!(
+        "auth: {{token: {{realm: \"{realm}\", service: hako-test-registry, issuer: hako-test-issuer, rootcertbundle: {}}}}}\n",
+        cert.display()
+    ));
+    let layout = dir.path.join("layout");
+    make_layout(&layout, &test_rootfs(&dir.path), app_config(), &["amd64"]);
+    let name = format!("{}/private/app:v1", reg.addr);
+    push(&layout, &name, &["--dest-creds", "alice:s3cret"]);
+    let before = issued.load(std::sync::atomic::Ordering::Relaxed);
+    let h = Hako::new();
+    let authfile = dir.path.join("auth.json");
+    // Anonymous: the issuer refuses, and hako says so.
+    let mut anon = h.cmd(&["pull", "-q", &name]);
+    anon.env("REGISTRY_AUTH_FILE", &authfile);
+    let out = anon.output().expect("hako");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token") || err.contains("401"), "{err}");
+    let mut login = h.cmd(&["login", "-u", "alice", "-p", "s3cret", &reg.addr]);
+    login.env("REGISTRY_AUTH_FILE", &authfile);
+    run(&mut login);
+    let mut pull = h.cmd(&["pull", "-q", &name]);
+    pull.env("REGISTRY_AUTH_FILE", &authfile);
+    run(&mut pull);
+    assert!(
+        issued.load(std::sync::atomic::Ordering::Relaxed) > before,
+        "hako fetched a token"
+    );
+    assert_eq!(run_image(&h, &name), "hello\n1234\n1234 10 50\n/srv/work\n");
+}
