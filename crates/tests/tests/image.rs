@@ -901,3 +901,126 @@ fn token_auth_like_docker_hub() {
     );
     assert_eq!(run_image(&h, &name), "hello\n1234\n1234 10 50\n/srv/work\n");
 }
+
+// ---- an interrupted download, resumed with Range --------------------------
+
+/// An HTTP proxy in front of `upstream` that cuts the first full GET of any
+/// path containing `cut` half-way through the body. Returns its address and
+/// the Range headers it saw.
+fn cutting_proxy(
+    upstream: String,
+    cut: String,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    std::thread::spawn(move || {
+        let mut cut_done = false;
+        for client in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&client);
+            let mut head = Vec::new();
+            let mut range = None;
+            let mut first = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if first.is_empty() {
+                    first = line.clone();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("range:") {
+                    range = Some(line.trim_end().to_string());
+                }
+                if lower.starts_with("connection:") || lower.starts_with("host:") {
+                    continue;
+                }
+                head.push(line);
+            }
+            if let Some(r) = &range {
+                seen.lock().expect("lock").push(r.clone());
+            }
+            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let mut req = head.concat();
+            req.push_str(&format!("Host: {upstream}\r\nConnection: close\r\n\r\n"));
+            if up.write_all(req.as_bytes()).is_err() {
+                continue;
+            }
+            let mut response = Vec::new();
+            let _ = up.read_to_end(&mut response);
+            let mut out = &client;
+            let is_get = first.starts_with("GET ");
+            if is_get && !cut_done && range.is_none() && first.contains(&cut) {
+                cut_done = true;
+                let body_at = response
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(response.len(), |p| p + 4);
+                let half = body_at + (response.len() - body_at) / 2;
+                let _ = out.write_all(&response[..half]);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                continue;
+            }
+            let _ = out.write_all(&response);
+        }
+    });
+    (addr, ranges)
+}
+
+#[test]
+fn interrupted_download_is_resumed() {
+    let reg = Registry::start("");
+    let dir = TempDir::new("img");
+    let layout = dir.path.join("layout");
+    let rootfs = test_rootfs(&dir.path);
+    // Incompressible bytes so the layer blob is large.
+    let noise: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(rootfs.join("srv/noise"), &noise).expect("noise");
+    make_layout(&layout, &rootfs, app_config(), &["amd64"]);
+    push(&layout, &format!("{}/test/big:v1", reg.addr), &[]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("json");
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(&manifest_digest[7..])).expect("manifest"),
+    )
+    .expect("json");
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let (proxy, ranges) = cutting_proxy(reg.addr.clone(), layer.clone());
+    let h = Hako::new();
+    h.ok(&["pull", "-q", &format!("{proxy}/test/big:v1")]);
+    let seen = ranges.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "one resumed request: {seen:?}");
+    assert!(
+        seen[0].starts_with("Range: bytes=") && !seen[0].ends_with("=0-"),
+        "{seen:?}"
+    );
+    let bundle = TempDir::new("bundle");
+    h.ok(&[
+        "image",
+        "unpack",
+        &format!("{proxy}/test/big:v1"),
+        &bundle.path.to_string_lossy(),
+    ]);
+    assert_eq!(
+        std::fs::read(bundle.path.join("rootfs/srv/noise")).expect("noise"),
+        noise
+    );
+}
