@@ -6,6 +6,7 @@
 # shared/ANCHORS.md).
 #
 # Usage: bench/pull.sh                 (the Debian minbase image, 5 rounds)
+#        VARIANTS="hako podman" bench/pull.sh   (a subset)
 #        IMAGE=busybox N=20 bench/pull.sh
 #        HAKO=PATH bench/pull.sh       (a prebuilt hako binary)
 # The Debian image is a debootstrap --variant=minbase bookworm rootfs
@@ -131,7 +132,7 @@ run_skopeo_umoci() {
     skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$1/oci:latest" &&
         umoci unpack --image "$1/oci:latest" "$1/bundle" >/dev/null
 }
-variants=(hako podman skopeo_umoci)
+read -r -a variants <<<"${VARIANTS:-hako podman skopeo_umoci}"
 seq=0
 run_one() {
     local dir=$work/run-$((seq += 1)) t0 t1
@@ -170,5 +171,6 @@ for v in "${variants[@]}"; do
 done
 echo
 for v in podman skopeo_umoci; do
+    [[ -n ${MED[$v]:-} && -n ${MED[hako]:-} ]] || continue
     awk -v a="${MED[hako]}" -v b="${MED[$v]}" -v n="$v" 'BEGIN { printf "hako/%s: %.2f\n", n, a / b }'
 done

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::digest::Digest;
 use crate::manifest::{self, ImageConfig, Manifest, ManifestError, Parsed, Platform};
 use crate::reference::Reference;
-use crate::registry::{Client, Credentials, RegistryError};
+use crate::registry::{BlobEvent, Client, Credentials, RegistryError};
 use crate::snapshot::{chain_ids, SnapshotError, Snapshotter};
 use crate::store::{ImageRecord, Store, StoreError};
 use crate::unpack::{self, UnpackOptions, WhiteoutMode};
@@ -99,7 +99,7 @@ pub fn pull(
             media_type: format!("a config of {} bytes", m.config.size),
         }));
     }
-    client.fetch_blob(store, repo, &m.config.digest, m.config.size, &|_| {})?;
+    client.fetch_blob(store, repo, &m.config.digest, m.config.size, &mut |_| {})?;
     let config_bytes = store
         .read_blob(&m.config.digest, manifest::MAX_JSON)
         .map_err(serr)?;
@@ -167,8 +167,61 @@ fn fetch_and_unpack(
                 ));
                 continue;
             }
-            client.fetch_blob(store, repo, &layer.digest, layer.size, &|_| {})?;
+            let opts = UnpackOptions {
+                whiteouts: WhiteoutMode::Overlay,
+            };
+            let snap_err = |source| PullError::Snapshot {
+                reference: name.into(),
+                source,
+            };
+            // Download and unpack at once: the bytes go to the store and,
+            // through a channel, to the unpacker. The snapshot is published
+            // only if the unpacked content has the config's diff ID.
+            let streamed = if store.has_blob(&layer.digest) {
+                None
+            } else {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+                let (fetched, unpacked) = std::thread::scope(|s| {
+                    let unpacker = s.spawn(|| {
+                        snapshots.add_layer(&chains[i], &layer.digest, &diff_ids[i], |dir| {
+                            let input = std::io::BufReader::with_capacity(
+                                256 << 10,
+                                ChannelReader::new(rx),
+                            );
+                            let tar =
+                                unpack::decompressed(input).map_err(unpack::UnpackError::Read)?;
+                            unpack::apply_layer(dir, unpack::ThreadedReader::new(tar), &opts)
+                        })
+                    });
+                    let mut tx = Some(tx);
+                    let fetched =
+                        client.fetch_blob(store, repo, &layer.digest, layer.size, &mut |ev| {
+                            match ev {
+                                BlobEvent::Data(d) => {
+                                    if let Some(t) = &tx {
+                                        if t.send(d.to_vec()).is_err() {
+                                            tx = None;
+                                        }
+                                    }
+                                }
+                                // The unpacker saw bytes twice: let it fail
+                                // (short stream); the file is unpacked below.
+                                BlobEvent::Restart => tx = None,
+                            }
+                        });
+                    drop(tx);
+                    let unpacked = unpacker.join().unwrap_or(Ok(()));
+                    (fetched, unpacked)
+                });
+                fetched?;
+                Some(unpacked)
+            };
             say(format!("Copying blob {} done", short(&layer.digest)));
+            if matches!(streamed, Some(Ok(()))) && snapshots.has_layer(&chains[i]) {
+                continue;
+            }
+            // From the verified file: a blob already stored, or a stream
+            // that did not make it.
             let blob = store
                 .open_blob(&layer.digest)
                 .map_err(|source| PullError::Store {
@@ -177,18 +230,9 @@ fn fetch_and_unpack(
                 })?;
             snapshots
                 .add_layer(&chains[i], &layer.digest, &diff_ids[i], |dir| {
-                    unpack::apply_layer_file(
-                        dir,
-                        blob,
-                        &UnpackOptions {
-                            whiteouts: WhiteoutMode::Overlay,
-                        },
-                    )
+                    unpack::apply_layer_file(dir, blob, &opts)
                 })
-                .map_err(|source| PullError::Snapshot {
-                    reference: name.into(),
-                    source,
-                })?;
+                .map_err(snap_err)?;
         }
     };
     let workers = m.layers.len().clamp(1, 3);
@@ -241,4 +285,40 @@ pub fn unpack_bundle(
     let spec = crate::bundle::runtime_spec(&config, &rootfs, opts)?;
     crate::bundle::write_config(dir, &spec)?;
     Ok(())
+}
+
+/// Reads the chunks sent on a channel, in order; EOF when the sender is
+/// gone.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }

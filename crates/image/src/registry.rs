@@ -45,6 +45,14 @@ pub enum RegistryError {
     TooLarge { url: String, limit: u64 },
 }
 
+/// What [`Client::fetch_blob`] reports as a blob arrives.
+pub enum BlobEvent<'a> {
+    /// The next bytes of the blob.
+    Data(&'a [u8]),
+    /// The server sent the blob again from its first byte.
+    Restart,
+}
+
 /// Basic credentials for a registry.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -459,19 +467,20 @@ impl Client {
     }
 
     /// Downloads blob `digest` of `size` bytes into the store, verified,
-    /// resuming with Range after a broken connection. `progress` gets the
-    /// byte count as it grows.
+    /// resuming with Range after a broken connection. `on_data` sees every
+    /// byte as it arrives, in order ([`BlobEvent::Restart`] when a server
+    /// ignored a Range request and sent the blob again from the start);
+    /// nothing when the store already has the blob.
     pub fn fetch_blob(
         &self,
         store: &Store,
         repository: &str,
         digest: &Digest,
         size: u64,
-        progress: &dyn Fn(u64),
+        on_data: &mut dyn FnMut(BlobEvent<'_>),
     ) -> Result<(), RegistryError> {
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
         if store.has_blob(digest) {
-            progress(size);
             return Ok(());
         }
         let store_err = |source| RegistryError::Store {
@@ -499,6 +508,7 @@ impl Client {
                     url: url.clone(),
                     message: e.to_string(),
                 })?;
+                on_data(BlobEvent::Restart);
             }
             let mut reader = resp.into_reader();
             let mut buf = vec![0u8; 256 << 10];
@@ -508,7 +518,7 @@ impl Client {
                     return Ok(());
                 }
                 ingest.write_all(&buf[..n])?;
-                progress(ingest.written());
+                on_data(BlobEvent::Data(&buf[..n]));
             })();
             match copied {
                 Ok(()) if ingest.written() >= size => break,
