@@ -15,6 +15,8 @@ N=${N:-100}
 TIMEOUT=${TIMEOUT:-20}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 [[ $(id -u) == 0 ]] || { echo "profile.sh: must run as root" >&2; exit 1; }
 command -v jq >/dev/null || { echo "profile.sh: jq is missing" >&2; exit 1; }
 
@@ -78,7 +80,6 @@ for rt in hako crun; do
     for profile in plain hardened; do variants+=("$rt/$profile"); done
 done
 
-now_us() { local t=${EPOCHREALTIME/./}; echo $((10#$t)); }
 seq=0
 run_one() { # VARIANT -> appends µs to its file
     local rt=${1%/*} profile=${1#*/} bin
@@ -100,26 +101,14 @@ run_one() { # VARIANT -> appends µs to its file
 for v in "${variants[@]}"; do run_one "$v"; done # warm-up and sanity
 rm -f "$work"/t.*
 echo "run of /bin/true, $N runs per variant, interleaved in rotating order"
-# The order rotates every round: a run pays for the teardown of the one
-# before it (namespaces, cgroups), so no variant always follows the same one.
-nv=${#variants[@]}
-for ((i = 0; i < N; i++)); do
-    for ((j = 0; j < nv; j++)); do run_one "${variants[(i + j) % nv]}"; done
-done
+interleave "$N" run_one "${variants[@]}"
 
-stats() {
-    sort -n "$1" | awk '{v[NR]=$1} END {
-        m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
-        k = int(0.9 * NR); if (k < 0.9 * NR) k++; if (k < 1) k = 1
-        printf "%.2f %.2f\n", m / 1000, v[k] / 1000 }'
-}
 declare -A MED=()
 for v in "${variants[@]}"; do
     read -r m p <<<"$(stats "$work/t.${v/\//-}")"
     MED[$v]=$m
     printf '    %-14s median %7s ms   p90 %7s ms\n' "$v" "$m" "$p"
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 echo
 for rt in hako crun; do
     [[ -n ${MED[$rt/plain]:-} ]] || continue

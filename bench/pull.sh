@@ -20,6 +20,8 @@ IMAGE=${IMAGE:-debian}
 CACHE=${HAKO_BENCH_CACHE:-/var/tmp/hako-bench}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 [[ $(id -u) == 0 ]] || { echo "pull.sh: must run as root" >&2; exit 1; }
 for tool in docker-registry skopeo umoci podman jq curl; do
     command -v $tool >/dev/null || { echo "pull.sh: $tool is missing (scripts/install-deps.sh)" >&2; exit 1; }
@@ -120,7 +122,6 @@ unpacked=$(du -sm "$rootfs" | cut -f1)
 echo "image $ref: layer $((layer_size / 1000000)) MB gzip, ~$unpacked MB unpacked, $(find "$rootfs" | wc -l) entries"
 
 # --- the variants -----------------------------------------------------------
-now_us() { local t=${EPOCHREALTIME/./}; echo $((10#$t)); }
 run_hako() {
     "$hako" --root "$1/root" --runroot "$1/run" pull -q "$ref" >/dev/null
 }
@@ -152,25 +153,16 @@ run_one() {
 for v in "${variants[@]}"; do run_one "$v"; done # warm-up and sanity
 rm -f "$work"/t.*
 echo "cold pull+unpack, $N runs per variant, interleaved in rotating order"
-nv=${#variants[@]}
-for ((i = 0; i < N; i++)); do
-    for ((j = 0; j < nv; j++)); do run_one "${variants[(i + j) % nv]}"; done
-done
+interleave "$N" run_one "${variants[@]}"
 
-stats() {
-    sort -n "$1" | awk '{v[NR]=$1} END {
-        m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
-        k = int(0.9 * NR); if (k < 0.9 * NR) k++; if (k < 1) k = 1
-        printf "%.3f %.3f\n", m / 1e6, v[k] / 1e6 }'
-}
 declare -A MED=()
 for v in "${variants[@]}"; do
-    read -r m p <<<"$(stats "$work/t.$v")"
+    read -r m p <<<"$(stats "$work/t.$v" 1000000 3)"
     MED[$v]=$m
     printf '    %-14s median %8s s   p90 %8s s\n' "$v" "$m" "$p"
 done
 echo
 for v in podman skopeo_umoci; do
     [[ -n ${MED[$v]:-} && -n ${MED[hako]:-} ]] || continue
-    awk -v a="${MED[hako]}" -v b="${MED[$v]}" -v n="$v" 'BEGIN { printf "hako/%s: %.2f\n", n, a / b }'
+    echo "hako/$v: $(ratio "${MED[hako]}" "${MED[$v]}")"
 done

@@ -38,6 +38,8 @@ RUNTIMES=${RUNTIMES:-"hako runc crun"}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 
 if [[ $(id -u) != 0 ]]; then
     echo "runtime.sh: must run as root" >&2
@@ -204,19 +206,6 @@ note_rc() {
     fi
 }
 
-now_us() { local t=${EPOCHREALTIME/./}; echo $((10#$t)); }
-
-# stats FILE [DIV] -> "median p90" of the numbers in FILE divided by DIV
-# (default 1000: µs -> ms)
-stats() {
-    sort -n "$1" | awk -v div="${2:-1000}" '{v[NR]=$1} END {
-        if (NR == 0) { print "nan nan"; exit }
-        m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
-        k = int(0.9 * NR); if (k < 0.9 * NR) k++; if (k < 1) k = 1
-        printf "%.1f %.1f\n", m / div, v[k] / div }'
-}
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a + 0 > 0) printf "%.2f", a / b; else printf "-" }'; }
 
 declare -A RES=()
 
