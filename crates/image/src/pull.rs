@@ -180,17 +180,17 @@ fn fetch_and_unpack(
             let streamed = if store.has_blob(&layer.digest) {
                 None
             } else {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(64);
                 let (fetched, unpacked) = std::thread::scope(|s| {
                     let unpacker = s.spawn(|| {
                         snapshots.add_layer(&chains[i], &layer.digest, &diff_ids[i], |dir| {
                             let input = std::io::BufReader::with_capacity(
                                 256 << 10,
-                                ChannelReader::new(rx),
+                                unpack::ChannelReader::new(rx),
                             );
                             let tar =
                                 unpack::decompressed(input).map_err(unpack::UnpackError::Read)?;
-                            unpack::apply_layer(dir, unpack::ThreadedReader::new(tar), &opts)
+                            unpack::apply_layer(dir, unpack::ChannelReader::threaded(tar), &opts)
                         })
                     });
                     let mut tx = Some(tx);
@@ -199,7 +199,7 @@ fn fetch_and_unpack(
                             match ev {
                                 BlobEvent::Data(d) => {
                                     if let Some(t) = &tx {
-                                        if t.send(d.to_vec()).is_err() {
+                                        if t.send(Ok(d.to_vec())).is_err() {
                                             tx = None;
                                         }
                                     }
@@ -285,40 +285,4 @@ pub fn unpack_bundle(
     let spec = crate::bundle::runtime_spec(&config, &rootfs, opts)?;
     crate::bundle::write_config(dir, &spec)?;
     Ok(())
-}
-
-/// Reads the chunks sent on a channel, in order; EOF when the sender is
-/// gone.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
-}
-
-impl ChannelReader {
-    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> ChannelReader {
-        ChannelReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.current.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.current = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.current.len() - self.pos);
-        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }

@@ -92,17 +92,26 @@ pub fn decompressed<R: BufRead + Send + 'static>(mut r: R) -> io::Result<Box<dyn
     })
 }
 
-/// Reads `inner` on a thread of its own, passing chunks through a bounded
-/// channel: decompression overlaps with the file writes.
-pub struct ThreadedReader {
+/// Reads the chunks sent on a channel, in order: an `Err` is passed on,
+/// and the sender's going away is the end of the stream.
+pub struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     current: Vec<u8>,
     pos: usize,
-    done: bool,
 }
 
-impl ThreadedReader {
-    pub fn new(mut inner: Box<dyn Read + Send>) -> ThreadedReader {
+impl ChannelReader {
+    pub fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// Reads `inner` on a thread of its own, passing chunks through a
+    /// bounded channel: decompression overlaps with the file writes.
+    pub fn threaded(mut inner: Box<dyn Read + Send>) -> ChannelReader {
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
         std::thread::spawn(move || loop {
             let mut buf = vec![0u8; 256 << 10];
@@ -119,39 +128,24 @@ impl ThreadedReader {
                 }
             }
             buf.truncate(filled);
-            let end = filled == 0;
-            if tx.send(Ok(buf)).is_err() || end {
+            if filled == 0 || tx.send(Ok(buf)).is_err() {
                 return;
             }
         });
-        ThreadedReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-            done: false,
-        }
+        ChannelReader::new(rx)
     }
 }
 
-impl Read for ThreadedReader {
+impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.current.len() {
-            if self.done {
-                return Ok(0);
-            }
             match self.rx.recv() {
-                Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
                 Ok(Ok(chunk)) => {
                     self.current = chunk;
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the decompressing thread ended early",
-                    ))
-                }
+                Err(_) => return Ok(0),
             }
         }
         let n = out.len().min(self.current.len() - self.pos);
@@ -169,7 +163,7 @@ pub fn apply_layer_file(
 ) -> Result<LayerStats, UnpackError> {
     let reader =
         decompressed(BufReader::with_capacity(256 << 10, layer)).map_err(UnpackError::Read)?;
-    apply_layer(dest, ThreadedReader::new(reader), opts)
+    apply_layer(dest, ChannelReader::threaded(reader), opts)
 }
 
 /// Applies an uncompressed layer tar to `dest` (an existing directory).
