@@ -104,7 +104,7 @@ pub fn pull(
         .read_blob(&m.config.digest, manifest::MAX_JSON)
         .map_err(serr)?;
     let config = manifest::parse_config(&config_bytes, &name).map_err(mferr)?;
-    fetch_and_unpack(store, &client, repo, &m, &config, &name, &say)?;
+    fetch_and_unpack(store, &client, repo, &m, &config, &name, opts.quiet)?;
     let size = m.config.size + m.layers.iter().map(|(l, _)| l.size).sum::<u64>();
     let platform = format!(
         "{}/{}",
@@ -141,7 +141,7 @@ fn fetch_and_unpack(
     m: &Manifest,
     config: &ImageConfig,
     name: &str,
-    say: &(dyn Fn(String) + Sync),
+    quiet: bool,
 ) -> Result<(), PullError> {
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != m.layers.len() {
@@ -154,6 +154,18 @@ fn fetch_and_unpack(
     let chains = chain_ids(diff_ids);
     let snapshots = Snapshotter::new(store.root());
     let next = AtomicUsize::new(0);
+    // A bar per layer (bytes, rate) on a terminal; plain lines otherwise.
+    let bars = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(indicatif::MultiProgress::new);
+    let style = indicatif::ProgressStyle::with_template(
+        "Copying blob {prefix} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let say = |msg: String| {
+        if !quiet && bars.is_none() {
+            eprintln!("{msg}");
+        }
+    };
     let work = || -> Result<(), PullError> {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -177,6 +189,13 @@ fn fetch_and_unpack(
             // Download and unpack at once: the bytes go to the store and,
             // through a channel, to the unpacker. The snapshot is published
             // only if the unpacked content has the config's diff ID.
+            let bar = bars.as_ref().map(|mp| {
+                mp.add(
+                    indicatif::ProgressBar::new(layer.size)
+                        .with_style(style.clone())
+                        .with_prefix(short(&layer.digest).to_string()),
+                )
+            });
             let streamed = if store.has_blob(&layer.digest) {
                 None
             } else {
@@ -198,6 +217,9 @@ fn fetch_and_unpack(
                         client.fetch_blob(store, repo, &layer.digest, layer.size, &mut |ev| {
                             match ev {
                                 BlobEvent::Data(d) => {
+                                    if let Some(b) = &bar {
+                                        b.inc(d.len() as u64);
+                                    }
                                     if let Some(t) = &tx {
                                         if t.send(Ok(d.to_vec())).is_err() {
                                             tx = None;
@@ -206,7 +228,12 @@ fn fetch_and_unpack(
                                 }
                                 // The unpacker saw bytes twice: let it fail
                                 // (short stream); the file is unpacked below.
-                                BlobEvent::Restart => tx = None,
+                                BlobEvent::Restart => {
+                                    if let Some(b) = &bar {
+                                        b.set_position(0);
+                                    }
+                                    tx = None
+                                }
                             }
                         });
                     drop(tx);
@@ -216,6 +243,9 @@ fn fetch_and_unpack(
                 fetched?;
                 Some(unpacked)
             };
+            if let Some(b) = &bar {
+                b.finish();
+            }
             say(format!("Copying blob {} done", short(&layer.digest)));
             if matches!(streamed, Some(Ok(()))) && snapshots.has_layer(&chains[i]) {
                 continue;
