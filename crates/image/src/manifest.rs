@@ -48,6 +48,8 @@ pub enum ManifestError {
         wanted: String,
         available: String,
     },
+    #[error("{what}: not a container image: its config has media type {media_type:?} (an OCI artifact?)")]
+    NotAnImage { what: String, media_type: String },
     #[error("invalid platform {0:?}: expected os/arch[/variant]")]
     BadPlatform(String),
 }
@@ -98,15 +100,27 @@ impl Platform {
         }
     }
 
-    /// Parses `os/arch[/variant]`.
+    /// Parses `os/arch[/variant]`, lowercased, with the kernel's names for
+    /// architectures (x86_64, aarch64) mapped to image-spec's.
     pub fn parse(s: &str) -> Result<Platform, ManifestError> {
-        let parts: Vec<&str> = s.split('/').collect();
-        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+        let lower = s.to_ascii_lowercase();
+        let parts: Vec<&str> = lower.split('/').collect();
+        if !(2..=3).contains(&parts.len())
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
             return Err(ManifestError::BadPlatform(s.to_string()));
         }
+        let architecture = match parts[1] {
+            "x86_64" | "x86-64" => "amd64",
+            "aarch64" => "arm64",
+            "i386" | "i686" => "386",
+            other => other,
+        };
         Ok(Platform {
             os: parts[0].to_string(),
-            architecture: parts[1].to_string(),
+            architecture: architecture.to_string(),
             variant: parts.get(2).map(|v| v.to_string()),
         })
     }
@@ -214,6 +228,12 @@ pub fn parse(
                 what: what.into(),
                 media_type: format!("{media_type} without a config"),
             })?;
+            if !matches!(config.media_type.as_str(), OCI_CONFIG | DOCKER_CONFIG | "") {
+                return Err(ManifestError::NotAnImage {
+                    what: what.into(),
+                    media_type: config.media_type,
+                });
+            }
             let mut layers = Vec::new();
             for l in raw.layers.unwrap_or_default() {
                 let c =
@@ -378,6 +398,11 @@ mod tests {
             parse(foreign.as_bytes(), None, "t"),
             Err(ManifestError::LayerType { .. })
         ));
+        let artifact = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"{D}","size":1}},"layers":[]}}"#
+        );
+        let err = parse(artifact.as_bytes(), None, "t").expect_err("artifact");
+        assert!(err.to_string().contains("helm"), "{err}");
     }
 
     #[test]
@@ -394,6 +419,11 @@ mod tests {
         assert_eq!(select(&i, &amd, "t").expect("amd64").size, 2);
         let arm = Platform::parse("linux/arm64/v8").expect("p");
         assert_eq!(select(&i, &arm, "t").expect("arm64").size, 1);
+        let kernel_names = Platform::parse("Linux/x86_64").expect("p");
+        assert_eq!(select(&i, &kernel_names, "t").expect("x86_64").size, 2);
+        assert!(Platform::parse("linux/arm64/").is_err());
+        assert!(Platform::parse("linux").is_err());
+        assert!(Platform::parse("linux/a b").is_err());
         let err =
             select(&i, &Platform::parse("linux/s390x").expect("p"), "t").expect_err("no s390x");
         assert!(
