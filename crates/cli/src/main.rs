@@ -181,6 +181,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 dir,
             } => {
                 let store = Store::open(&cli.root)?;
+                let _held = store.shared_lock()?;
                 let rec = store.resolve(&image)?;
                 if dir.join("rootfs").exists() {
                     return Err(format!("{}: rootfs already exists", dir.display()).into());
@@ -199,7 +200,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             ImageCommand::Prune => {
                 let store = Store::open(&cli.root)?;
-                let (n, bytes) = prune(&store)?;
+                let (n, bytes) = prune(&store, true)?;
                 println!("removed {n} unused blobs and layers ({})", human(bytes));
                 Ok(())
             }
@@ -223,7 +224,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                     }
                 }
             }
-            prune(&store)?;
+            // Blobs and layers go too, unless a pull or push is running
+            // (then `hako image prune` collects them later).
+            prune(&store, false)?;
             match failed {
                 Some(f) => Err(f.into()),
                 None => Ok(()),
@@ -349,9 +352,13 @@ fn rmi(store: &Store, what: &str) -> Result<String, Error> {
     Ok(format!("Deleted: {}", rec.id.encoded()))
 }
 
-/// Drops blobs and layers no image uses.
-fn prune(store: &Store) -> Result<(u64, u64), Error> {
-    let (n, bytes) = store.gc_blobs()?;
+/// Drops blobs and layers no image uses; waits for running pulls, pushes
+/// and unpacks when `wait`, else does nothing while one runs.
+fn prune(store: &Store, wait: bool) -> Result<(u64, u64), Error> {
+    let Some(held) = store.gc_lock(wait)? else {
+        return Ok((0, 0));
+    };
+    let (n, bytes) = store.gc_blobs(&held)?;
     let mut keep = std::collections::HashSet::new();
     for r in store.images()? {
         for c in hako_image::snapshot::chain_ids(&r.diff_ids) {
@@ -363,6 +370,7 @@ fn prune(store: &Store) -> Result<(u64, u64), Error> {
 }
 
 fn push(store: &Store, rec: &ImageRecord, dest: &Reference) -> Result<(), Error> {
+    let _held = store.shared_lock()?;
     let client = Client::new(dest, None);
     let repo = &dest.repository;
     let quiet = !std::io::stderr().is_terminal();
@@ -377,8 +385,7 @@ fn push(store: &Store, rec: &ImageRecord, dest: &Reference) -> Result<(), Error>
         .find(|r| r.registry == dest.registry && r.repository != dest.repository)
         .map(|r| r.repository);
     for d in &blobs {
-        let data = std::fs::read(store.blob_path(d))?;
-        client.push_blob(repo, d, &data, mount_from.as_deref())?;
+        client.push_blob(repo, d, &store.blob_path(d), mount_from.as_deref())?;
         if !quiet {
             eprintln!("Copying blob {} done", &d.encoded()[..12]);
         }

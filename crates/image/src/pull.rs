@@ -41,6 +41,8 @@ pub enum PullError {
     },
     #[error("{reference}: an index inside an index is not supported")]
     NestedIndex { reference: String },
+    #[error("{reference}: a download thread panicked")]
+    Worker { reference: String },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -65,6 +67,9 @@ pub fn pull(
         reference: name.clone(),
         source,
     };
+    // Garbage collection must not delete what this pull fetched before the
+    // image is recorded.
+    let _held = store.shared_lock().map_err(serr)?;
     let client = Client::new(reference, opts.credentials.clone());
     let repo = &reference.repository;
     let (mut bytes, mut ct, mut digest) = client.manifest(repo, &reference.manifest_ref())?;
@@ -172,7 +177,7 @@ fn fetch_and_unpack(
             let Some((layer, _)) = m.layers.get(i) else {
                 return Ok(());
             };
-            if snapshots.has_layer(&chains[i]) {
+            if snapshots.has_layer(&chains[i]) && store.has_blob(&layer.digest) {
                 say(format!(
                     "Copying blob {} skipped: already exists",
                     short(&layer.digest)
@@ -196,11 +201,9 @@ fn fetch_and_unpack(
                         .with_prefix(short(&layer.digest).to_string()),
                 )
             });
-            let streamed = if store.has_blob(&layer.digest) {
-                None
-            } else {
+            if !store.has_blob(&layer.digest) && !snapshots.has_layer(&chains[i]) {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(64);
-                let (fetched, unpacked) = std::thread::scope(|s| {
+                let fetched = std::thread::scope(|s| {
                     let unpacker = s.spawn(|| {
                         snapshots.add_layer(&chains[i], &layer.digest, &diff_ids[i], |dir| {
                             let input = std::io::BufReader::with_capacity(
@@ -237,17 +240,29 @@ fn fetch_and_unpack(
                             }
                         });
                     drop(tx);
-                    let unpacked = unpacker.join().unwrap_or(Ok(()));
-                    (fetched, unpacked)
+                    // A stream that did not make it (a restart, a blob
+                    // another process fetched, a bad layer) leaves no
+                    // snapshot: the verified file is unpacked below, and
+                    // reports the layer's error if there is one.
+                    let _ = unpacker.join();
+                    fetched
                 });
                 fetched?;
-                Some(unpacked)
-            };
+            }
+            if !store.has_blob(&layer.digest) {
+                // Unpacked already, but the blob went (pruned): fetch it
+                // again, the record needs it for bundles and pushes.
+                client.fetch_blob(store, repo, &layer.digest, layer.size, &mut |ev| {
+                    if let (Some(b), BlobEvent::Data(d)) = (&bar, ev) {
+                        b.inc(d.len() as u64);
+                    }
+                })?;
+            }
             if let Some(b) = &bar {
                 b.finish();
             }
             say(format!("Copying blob {} done", short(&layer.digest)));
-            if matches!(streamed, Some(Ok(()))) && snapshots.has_layer(&chains[i]) {
+            if snapshots.has_layer(&chains[i]) {
                 continue;
             }
             // From the verified file: a blob already stored, or a stream
@@ -270,7 +285,11 @@ fn fetch_and_unpack(
         let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
         let mut first = Ok(());
         for h in handles {
-            let r = h.join().unwrap_or(Ok(()));
+            let r = h.join().unwrap_or_else(|_| {
+                Err(PullError::Worker {
+                    reference: name.into(),
+                })
+            });
             if first.is_ok() {
                 first = r;
             }

@@ -53,6 +53,14 @@ pub enum BlobEvent<'a> {
     Restart,
 }
 
+/// A request body: bytes, or a file streamed from its start on every
+/// attempt (a layer need not fit in memory).
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
+}
+
 /// Basic credentials for a registry.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -122,10 +130,33 @@ pub fn save_credentials(registry: &str, creds: Option<&Credentials>) -> io::Resu
         .into_iter()
         .next()
         .ok_or_else(|| io::Error::other("no place for auth.json (set REGISTRY_AUTH_FILE)"))?;
-    let mut json: serde_json::Value = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_else(|| serde_json::json!({"auths": {}}));
+    // Other registries' credentials live in the same file: one that
+    // cannot be read is an error, not something to replace.
+    let mut json: serde_json::Value = match std::fs::read_to_string(&file) {
+        Ok(t) if t.trim().is_empty() => serde_json::json!({"auths": {}}),
+        Ok(t) => serde_json::from_str(&t).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: not valid JSON ({e}); not overwriting it",
+                    file.display()
+                ),
+            )
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => serde_json::json!({"auths": {}}),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", file.display()),
+            ))
+        }
+    };
+    if !json.is_object() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a JSON object; not overwriting it", file.display()),
+        ));
+    }
     if !json["auths"].is_object() {
         json["auths"] = serde_json::json!({});
     }
@@ -142,8 +173,12 @@ pub fn save_credentials(registry: &str, creds: Option<&Credentials>) -> io::Resu
             auths.remove(registry);
         }
     }
+    let at = |what: &str, p: &std::path::Path| {
+        let what = format!("{what} {}", p.display());
+        move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
     if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(at("creating", dir))?;
     }
     let tmp = file.with_extension("json.tmp");
     {
@@ -153,14 +188,16 @@ pub fn save_credentials(registry: &str, creds: Option<&Credentials>) -> io::Resu
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .open(&tmp)
+            .map_err(at("creating", &tmp))?;
         f.write_all(
             serde_json::to_string_pretty(&json)
                 .unwrap_or_default()
                 .as_bytes(),
-        )?;
+        )
+        .map_err(at("writing", &tmp))?;
     }
-    std::fs::rename(&tmp, &file)?;
+    std::fs::rename(&tmp, &file).map_err(at("replacing", &file))?;
     Ok(file)
 }
 
@@ -235,7 +272,7 @@ impl Client {
         url: &str,
         scope: &str,
         headers: &[(&str, &str)],
-        body: Option<&[u8]>,
+        body: Option<Body<'_>>,
     ) -> Result<ureq::Response, RegistryError> {
         let mut delay = Duration::from_millis(200);
         let mut attempts = 0;
@@ -250,7 +287,16 @@ impl Client {
                 req = req.set("Authorization", &auth);
             }
             let result = match body {
-                Some(b) => req.send_bytes(b),
+                Some(Body::Bytes(b)) => req.send_bytes(b),
+                Some(Body::File(path)) => {
+                    let file = std::fs::File::open(path).map_err(|e| RegistryError::Http {
+                        url: url.into(),
+                        message: format!("opening {}: {e}", path.display()),
+                    })?;
+                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    req.set("Content-Length", &len.to_string())
+                        .send(io::BufReader::with_capacity(256 << 10, file))
+                }
                 None => req.call(),
             };
             match result {
@@ -470,7 +516,8 @@ impl Client {
     /// resuming with Range after a broken connection. `on_data` sees every
     /// byte as it arrives, in order ([`BlobEvent::Restart`] when a server
     /// ignored a Range request and sent the blob again from the start);
-    /// nothing when the store already has the blob.
+    /// nothing when the store already has the blob. While another process
+    /// downloads the same blob into the store, this waits for it.
     pub fn fetch_blob(
         &self,
         store: &Store,
@@ -487,6 +534,10 @@ impl Client {
             url: url.clone(),
             source,
         };
+        let lock = store.lock_blob(digest).map_err(store_err)?;
+        if store.has_blob(digest) {
+            return Ok(());
+        }
         let mut ingest = store.ingest(digest, Some(size)).map_err(store_err)?;
         let scope = Self::scope(repository, "pull");
         let mut failures = 0;
@@ -552,7 +603,9 @@ impl Client {
                 }
             }
         }
-        ingest.commit().map_err(store_err)
+        let published = ingest.commit().map_err(store_err);
+        drop(lock);
+        published
     }
 
     /// True when the registry has blob `digest` in `repository`.
@@ -571,14 +624,14 @@ impl Client {
         }
     }
 
-    /// Uploads a blob (monolithic POST + PUT), or mounts it from
-    /// `mount_from` (another repository of the same registry) when the
-    /// registry allows.
+    /// Uploads blob `digest` from the file `path` (monolithic POST + PUT,
+    /// streamed), or mounts it from `mount_from` (another repository of
+    /// the same registry) when the registry allows.
     pub fn push_blob(
         &self,
         repository: &str,
         digest: &Digest,
-        data: &[u8],
+        path: &std::path::Path,
         mount_from: Option<&str>,
     ) -> Result<(), RegistryError> {
         if self.has_blob(repository, digest)? {
@@ -589,7 +642,13 @@ impl Client {
         if let Some(from) = mount_from {
             url.push_str(&format!("?mount={digest}&from={}", urlencode(from)));
         }
-        let resp = self.send("POST", &url, &scope, &[("Content-Length", "0")], Some(&[]))?;
+        let resp = self.send(
+            "POST",
+            &url,
+            &scope,
+            &[("Content-Length", "0")],
+            Some(Body::Bytes(&[])),
+        )?;
         if resp.status() == 201 {
             return Ok(()); // mounted
         }
@@ -606,7 +665,7 @@ impl Client {
             &put,
             &scope,
             &[("Content-Type", "application/octet-stream")],
-            Some(data),
+            Some(Body::File(path)),
         )?;
         Ok(())
     }
@@ -624,7 +683,7 @@ impl Client {
             &url,
             &Self::scope(repository, "pull,push"),
             &[("Content-Type", media_type)],
-            Some(data),
+            Some(Body::Bytes(data)),
         )?;
         Ok(())
     }

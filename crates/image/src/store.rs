@@ -6,16 +6,30 @@
 //!                              size and digest are checked
 //! <root>/snapshots/…           unpacked layers (see crate::snapshot)
 //! <root>/hako.db               redb: images by ID, names → image ID
+//! <root>/hako.db.lock          flock held while the database is open
+//! <root>/store.lock            shared by pulls, pushes and unpacks;
+//!                              exclusive for garbage collection
+//! <root>/ingest/locks/<alg>-<hex>  flock held while one blob downloads
 //! ```
 //!
-//! A blob becomes visible only by rename after verification, so a reader
-//! never sees half a blob or wrong content; two writers of one blob both
-//! end with the same file.
+//! A blob becomes visible only by rename after verification (and fsync),
+//! so a reader never sees half a blob or wrong content; two writers of one
+//! blob both end with the same file.
+//!
+//! Several hako processes share one root: redb lets one process open a
+//! database at a time, so every operation opens it under a blocking flock
+//! and closes it again (a pull holds it only to record the image, not
+//! while it downloads). A download takes the blob's lock, so a second
+//! process pulling the same blob waits and then finds it present instead
+//! of fetching it again. Garbage collection takes `store.lock`
+//! exclusively: it never deletes a blob a running pull has just fetched
+//! but not yet recorded.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +50,8 @@ pub enum StoreError {
     Verify { expected: Digest, problem: String },
     #[error("image database {path}: {0}", path = .1.display())]
     Db(String, PathBuf),
+    #[error("locking {}: {source}", path.display())]
+    Lock { path: PathBuf, source: nix::Error },
     #[error("no image matches {0:?}")]
     NotFound(String),
     #[error("{0:?} matches several images; give more of the ID")]
@@ -61,7 +77,39 @@ pub struct ImageRecord {
 
 pub struct Store {
     root: PathBuf,
+}
+
+/// The open database and the lock that makes this process its only user.
+/// Fields drop in order: the database closes before the lock is released.
+struct Db {
     db: redb::Database,
+    _lock: Flock<File>,
+}
+
+/// `store.lock` held shared: garbage collection waits until it is dropped.
+pub struct StoreLock {
+    _lock: Flock<File>,
+}
+
+/// `store.lock` held exclusively: no pull, push or unpack is running.
+pub struct GcLock {
+    _lock: Flock<File>,
+}
+
+/// A blob's download lock. Dropping it removes the lock file (while still
+/// holding it), so none accumulate. After a download that worked, every
+/// later holder finds the blob; after one that failed, a process waiting
+/// on the removed file and one arriving later may both download it, which
+/// costs a second download, never a wrong blob.
+pub struct BlobLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl Drop for BlobLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Store {
@@ -75,13 +123,89 @@ impl Store {
                 source,
             })?;
         }
-        let path = root.join("hako.db");
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        // Create the database now, so a bad root fails here.
+        store.db()?;
+        Ok(store)
+    }
+
+    /// Locks `path` (creating it); `None` when a non-blocking lock is held
+    /// elsewhere.
+    fn lock_file(&self, path: &Path, arg: FlockArg) -> Result<Option<Flock<File>>, StoreError> {
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StoreError::Io {
+                what: "opening lock",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        loop {
+            match Flock::lock(file, arg) {
+                Ok(l) => return Ok(Some(l)),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+                Err((f, nix::errno::Errno::EINTR)) => file = f,
+                Err((_, source)) => {
+                    return Err(StoreError::Lock {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    fn must_lock(&self, path: &Path, arg: FlockArg) -> Result<Flock<File>, StoreError> {
+        self.lock_file(path, arg)?.ok_or_else(|| StoreError::Lock {
+            path: path.to_path_buf(),
+            source: nix::errno::Errno::EWOULDBLOCK,
+        })
+    }
+
+    /// Opens the database, waiting for other hako processes to close it.
+    fn db(&self) -> Result<Db, StoreError> {
+        let lock = self.must_lock(&self.root.join("hako.db.lock"), FlockArg::LockExclusive)?;
+        let path = self.root.join("hako.db");
         let db = redb::Database::create(&path)
             .map_err(|e| StoreError::Db(e.to_string(), path.clone()))?;
-        Ok(Store {
-            root: root.to_path_buf(),
-            db,
-        })
+        Ok(Db { db, _lock: lock })
+    }
+
+    /// Holds off garbage collection until the returned lock is dropped.
+    pub fn shared_lock(&self) -> Result<StoreLock, StoreError> {
+        let lock = self.must_lock(&self.root.join("store.lock"), FlockArg::LockShared)?;
+        Ok(StoreLock { _lock: lock })
+    }
+
+    /// The lock garbage collection needs: waits for running pulls, pushes
+    /// and unpacks when `wait`, else `None` if one is running.
+    pub fn gc_lock(&self, wait: bool) -> Result<Option<GcLock>, StoreError> {
+        let arg = if wait {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        Ok(self
+            .lock_file(&self.root.join("store.lock"), arg)?
+            .map(|l| GcLock { _lock: l }))
+    }
+
+    /// Waits until no other process downloads blob `d`.
+    pub fn lock_blob(&self, d: &Digest) -> Result<BlobLock, StoreError> {
+        let dir = self.root.join("ingest/locks");
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            what: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(format!("{}-{}", d.algorithm().name(), d.encoded()));
+        let lock = self.must_lock(&path, FlockArg::LockExclusive)?;
+        Ok(BlobLock { _lock: lock, path })
     }
 
     pub fn root(&self) -> &Path {
@@ -167,7 +291,8 @@ impl Store {
     /// Adds or replaces an image record, and points each of its names at it
     /// (taking them from other images).
     pub fn put_image(&self, rec: &ImageRecord) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let db = self.db()?;
+        let tx = db.db.begin_write().map_err(|e| self.db_err(e))?;
         {
             let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
             let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
@@ -215,7 +340,8 @@ impl Store {
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let db = self.db()?;
+        let tx = db.db.begin_read().map_err(|e| self.db_err(e))?;
         let images = match tx.open_table(IMAGES) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -265,7 +391,8 @@ impl Store {
 
     /// Removes an image record and its names.
     pub fn remove_image(&self, id: &Digest) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let db = self.db()?;
+        let tx = db.db.begin_write().map_err(|e| self.db_err(e))?;
         {
             let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
             let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
@@ -284,7 +411,8 @@ impl Store {
     pub fn untag(&self, rec: &ImageRecord, name: &str) -> Result<(), StoreError> {
         let mut r = rec.clone();
         r.names.retain(|n| n != name);
-        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let db = self.db()?;
+        let tx = db.db.begin_write().map_err(|e| self.db_err(e))?;
         {
             let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
             let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
@@ -297,8 +425,10 @@ impl Store {
         tx.commit().map_err(|e| self.db_err(e))
     }
 
-    /// Deletes blobs no image refers to; returns (count, bytes).
-    pub fn gc_blobs(&self) -> Result<(u64, u64), StoreError> {
+    /// Deletes blobs no image refers to and what interrupted downloads
+    /// left in `ingest/`; returns (count, bytes). The lock proves no pull
+    /// is between fetching blobs and recording its image.
+    pub fn gc_blobs(&self, _held: &GcLock) -> Result<(u64, u64), StoreError> {
         let mut keep = std::collections::HashSet::new();
         for r in self.images()? {
             keep.insert(self.blob_path(&r.id));
@@ -308,6 +438,14 @@ impl Store {
             }
         }
         let (mut n, mut bytes) = (0, 0);
+        for dir in [self.root.join("ingest"), self.root.join("ingest/locks")] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         for alg in ["sha256", "sha512"] {
             let dir = self.root.join("blobs").join(alg);
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -380,15 +518,23 @@ impl Ingest<'_> {
         if got != self.expected {
             return Err(verify(format!("content has digest {got}")));
         }
-        if let Some(f) = self.file.take() {
-            drop(f);
+        // Durable before it is visible: a crash must not leave a short
+        // file under a verified name. (On error, drop removes the file.)
+        if let Some(f) = &self.file {
+            f.sync_all().map_err(|source| StoreError::Io {
+                what: "syncing",
+                path: self.path.clone(),
+                source,
+            })?;
         }
         let dest = self.store.blob_path(&self.expected);
         std::fs::rename(&self.path, &dest).map_err(|source| StoreError::Io {
             what: "publishing blob",
             path: dest,
             source,
-        })
+        })?;
+        self.file = None;
+        Ok(())
     }
 }
 
