@@ -41,6 +41,9 @@ enum Command {
         platform: Option<String>,
         #[arg(short, long)]
         quiet: bool,
+        /// false: plain HTTP to this registry (as HAKO_INSECURE_REGISTRIES).
+        #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+        tls_verify: bool,
         reference: String,
     },
     /// List images.
@@ -60,6 +63,9 @@ enum Command {
     Tag { source: String, target: String },
     /// Remove images (by name or ID).
     Rmi {
+        /// Remove an image given by ID even when it has several names.
+        #[arg(short, long)]
+        force: bool,
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -71,12 +77,18 @@ enum Command {
         password: Option<String>,
         #[arg(long)]
         password_stdin: bool,
+        /// false: plain HTTP to this registry (as HAKO_INSECURE_REGISTRIES).
+        #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+        tls_verify: bool,
         registry: String,
     },
     /// Remove stored credentials for a registry.
     Logout { registry: String },
     /// Push an image to a registry.
     Push {
+        /// false: plain HTTP to this registry (as HAKO_INSECURE_REGISTRIES).
+        #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+        tls_verify: bool,
         image: String,
         destination: Option<String>,
     },
@@ -140,6 +152,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Pull {
             platform,
             quiet,
+            tls_verify,
             reference,
         } => {
             let store = Store::open(&cli.root)?;
@@ -148,6 +161,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 platform: platform.as_deref().map(Platform::parse).transpose()?,
                 quiet,
                 credentials: None,
+                insecure: !tls_verify,
             };
             let rec = pull::pull(&store, &r, &opts)?;
             if quiet {
@@ -171,6 +185,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "Created": rec.created, "Size": rec.size, "Platform": rec.platform,
                     "Layers": rec.layers, "RootFS": {"Type": "layers", "Layers": rec.diff_ids},
                     "ManifestType": rec.manifest_media_type, "Config": config["config"],
+                    "RepoDigests": repo_digests(&rec),
                 }]);
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 Ok(())
@@ -212,11 +227,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             store.put_image(&rec)?;
             Ok(())
         }
-        Command::Rmi { images } => {
+        Command::Rmi { force, images } => {
             let store = Store::open(&cli.root)?;
             let mut failed = None;
             for i in images {
-                match rmi(&store, &i) {
+                match rmi(&store, &i, force) {
                     Ok(msg) => println!("{msg}"),
                     Err(e) => {
                         eprintln!("hako: {i}: {e}");
@@ -236,6 +251,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             username,
             password,
             password_stdin,
+            tls_verify,
             registry: host,
         } => {
             let username = username.ok_or("--username is required")?;
@@ -250,7 +266,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let creds = Credentials { username, password };
             let probe = Reference::parse(&format!("{host}/hako-login-probe"))?;
-            Client::new(&probe, Some(creds.clone())).ping()?;
+            Client::connect(&probe, Some(creds.clone()), !tls_verify).ping()?;
             let file = registry::save_credentials(&probe.registry, Some(&creds))?;
             println!("Login Succeeded! (credentials in {})", file.display());
             Ok(())
@@ -261,11 +277,15 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("Removed login credentials for {}", probe.registry);
             Ok(())
         }
-        Command::Push { image, destination } => {
+        Command::Push {
+            tls_verify,
+            image,
+            destination,
+        } => {
             let store = Store::open(&cli.root)?;
             let rec = store.resolve(&image)?;
             let dest = registry_ref(destination.as_deref().unwrap_or(&image))?;
-            push(&store, &rec, &dest)
+            push(&store, &rec, &dest, !tls_verify)
         }
         Command::System {
             command: SystemCommand::Df,
@@ -285,6 +305,22 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// `repo@digest` for each repository the image has a name in, with the
+/// manifest's digest and the index's (podman lists both).
+fn repo_digests(rec: &ImageRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in &rec.names {
+        let Ok(r) = Reference::parse(n) else { continue };
+        for d in std::iter::once(&rec.manifest_digest).chain(&rec.index_digest) {
+            let s = format!("{}@{d}", r.name());
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 fn registry_ref(s: &str) -> Result<Reference, Error> {
@@ -338,15 +374,27 @@ fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn rmi(store: &Store, what: &str) -> Result<String, Error> {
+fn rmi(store: &Store, what: &str, force: bool) -> Result<String, Error> {
     let rec = store.resolve(what)?;
     let normalised = Reference::parse(what).ok().map(|r| r.to_string());
-    // A name untags; the image goes with its last name or when asked by ID.
-    if let Some(n) = normalised.filter(|n| rec.names.contains(n)) {
-        if rec.names.len() > 1 {
+    // A name untags; the image goes with its last name, or when asked by
+    // ID: then, like podman, only with --force if it has several names.
+    match normalised.filter(|n| rec.names.contains(n)) {
+        Some(n) if rec.names.len() > 1 => {
             store.untag(&rec, &n)?;
             return Ok(format!("Untagged: {n}"));
         }
+        Some(_) => {}
+        None if rec.names.len() > 1 && !force => {
+            return Err(format!(
+                "image {} has {} names ({}): remove them one by one or use --force",
+                &rec.id.encoded()[..12],
+                rec.names.len(),
+                rec.names.join(", ")
+            )
+            .into());
+        }
+        None => {}
     }
     store.remove_image(&rec.id)?;
     Ok(format!("Deleted: {}", rec.id.encoded()))
@@ -369,9 +417,9 @@ fn prune(store: &Store, wait: bool) -> Result<(u64, u64), Error> {
     Ok((n + layers as u64, bytes))
 }
 
-fn push(store: &Store, rec: &ImageRecord, dest: &Reference) -> Result<(), Error> {
+fn push(store: &Store, rec: &ImageRecord, dest: &Reference, insecure: bool) -> Result<(), Error> {
     let _held = store.shared_lock()?;
-    let client = Client::new(dest, None);
+    let client = Client::connect(dest, None, insecure);
     let repo = &dest.repository;
     let quiet = !std::io::stderr().is_terminal();
     let mut blobs = vec![rec.id.clone()];

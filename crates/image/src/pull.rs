@@ -50,6 +50,9 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
     pub quiet: bool,
     pub credentials: Option<Credentials>,
+    /// Plain HTTP even for a host that is not loopback or listed in
+    /// HAKO_INSECURE_REGISTRIES (podman's `--tls-verify=false`).
+    pub insecure: bool,
 }
 
 /// Pulls `reference` into `store` and unpacks its layers.
@@ -70,12 +73,15 @@ pub fn pull(
     // Garbage collection must not delete what this pull fetched before the
     // image is recorded.
     let _held = store.shared_lock().map_err(serr)?;
-    let client = Client::new(reference, opts.credentials.clone());
+    let client = Client::connect(reference, opts.credentials.clone(), opts.insecure);
     let repo = &reference.repository;
     let (mut bytes, mut ct, mut digest) = client.manifest(repo, &reference.manifest_ref())?;
     let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
     let mut parsed = manifest::parse(&bytes, ct.as_deref(), &name).map_err(mferr)?;
+    let mut index_digest = None;
     if let Parsed::Index(list) = &parsed {
+        store.put_bytes(&digest, &bytes).map_err(serr)?;
+        index_digest = Some(digest.clone());
         let chosen = manifest::select(list, &wanted, &name)
             .map_err(mferr)?
             .clone();
@@ -123,6 +129,7 @@ pub fn pull(
     let rec = ImageRecord {
         id: m.config.digest.clone(),
         manifest_digest: digest,
+        index_digest,
         manifest_media_type: m.media_type.clone(),
         names: vec![name.clone()],
         created: config.created.clone().unwrap_or_default(),

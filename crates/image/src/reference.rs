@@ -206,9 +206,14 @@ fn is_alnum(b: u8) -> bool {
 }
 
 fn valid_host(h: &str) -> bool {
-    let (host, port) = match h.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || h.starts_with('[') => (host, Some(port)),
-        _ => (h, None),
+    // `[v6]` and `[v6]:port` keep their colons inside the brackets.
+    let (host, port) = if h.starts_with('[') && h.ends_with(']') {
+        (h, None)
+    } else {
+        match h.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h, None),
+        }
     };
     if let Some(p) = port {
         if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
@@ -315,6 +320,12 @@ mod tests {
         let r = Reference::parse(&format!("busybox:1@{d}")).expect("tag and digest");
         assert_eq!(r.manifest_ref(), d);
         assert_eq!(r.api_host(), "registry-1.docker.io");
+        assert_eq!(norm("[::1]:5000/x"), "[::1]:5000/x:latest");
+        assert_eq!(norm("[::1]/x:t"), "[::1]/x:t");
+        assert_eq!(
+            norm("Registry.Example.com/a_b/c-d"),
+            "Registry.Example.com/a_b/c-d:latest"
+        );
     }
 
     #[test]
@@ -328,6 +339,8 @@ mod tests {
             "a/../b",
             "busybox@sha256:abc",
             "host:99999999/x",
+            "[::1/x",
+            "[zz::1]:5000/x",
             "-a",
             "a_-b",
         ] {

@@ -2,8 +2,9 @@
 //! basic auth, retries and Range resume.
 //!
 //! HTTPS with the system's root certificates; plain HTTP for loopback
-//! hosts (127.0.0.0/8, ::1, localhost) and hosts listed in
-//! `HAKO_INSECURE_REGISTRIES` (comma-separated host[:port]).
+//! hosts (127.0.0.0/8, ::1, localhost), hosts listed in
+//! `HAKO_INSECURE_REGISTRIES` (comma-separated host[:port]) and clients
+//! made with `insecure` (podman's `--tls-verify=false`).
 //! Credentials come from the auth.json podman and docker read:
 //! $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
 //! ~/.docker/config.json.
@@ -232,9 +233,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for `reference`'s registry over HTTPS (plain HTTP for the
+    /// insecure hosts above). `creds` override the auth files.
     pub fn new(reference: &Reference, creds: Option<Credentials>) -> Client {
+        Client::connect(reference, creds, false)
+    }
+
+    /// Like [`Client::new`]; `insecure` speaks plain HTTP to any host.
+    pub fn connect(reference: &Reference, creds: Option<Credentials>, insecure: bool) -> Client {
         let host = reference.api_host().to_string();
-        let scheme = if is_insecure(&reference.registry) {
+        let scheme = if insecure || is_insecure(&reference.registry) {
             "http"
         } else {
             "https"
@@ -347,7 +355,7 @@ impl Client {
                         ),
                     })
                 }
-                Err(ureq::Error::Transport(t)) if attempts < 5 => {
+                Err(ureq::Error::Transport(t)) if attempts < 5 && !is_tls_failure(&t) => {
                     crate::debug(&format!("{url}: {t}; retrying"));
                     std::thread::sleep(delay);
                     delay *= 2;
@@ -355,7 +363,7 @@ impl Client {
                 Err(ureq::Error::Transport(t)) => {
                     return Err(RegistryError::Http {
                         url: url.into(),
-                        message: t.to_string(),
+                        message: transport_message(&t, url),
                     })
                 }
             }
@@ -687,6 +695,34 @@ impl Client {
         )?;
         Ok(())
     }
+}
+
+/// A TLS handshake or certificate failure: retrying will not help.
+fn is_tls_failure(t: &ureq::Transport) -> bool {
+    let text = t.to_string().to_ascii_lowercase();
+    text.contains("tls") || text.contains("certificate")
+}
+
+/// What went wrong, without ureq's copy of the URL (the error names it),
+/// unless a redirect led elsewhere; a hint when TLS met plain HTTP.
+fn transport_message(t: &ureq::Transport, url: &str) -> String {
+    let mut m = t.kind().to_string();
+    if let Some(msg) = t.message() {
+        m.push_str(&format!(": {msg}"));
+    }
+    if let Some(src) = std::error::Error::source(t) {
+        m.push_str(&format!(": {src}"));
+    }
+    if let Some(at) = t.url().filter(|u| u.as_str() != url) {
+        m.push_str(&format!(" (at {at})"));
+    }
+    if url.starts_with("https:") && is_tls_failure(t) {
+        m.push_str(
+            "; if this registry speaks plain HTTP, use --tls-verify=false \
+             or list it in HAKO_INSECURE_REGISTRIES",
+        );
+    }
+    m
 }
 
 fn basic(c: &Credentials) -> String {

@@ -65,6 +65,10 @@ pub struct ImageRecord {
     pub id: Digest,
     pub manifest_digest: Digest,
     pub manifest_media_type: String,
+    /// The index or manifest list the manifest was chosen from (its blob
+    /// is kept too, so `repo@<index digest>` finds the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<Digest>,
     pub names: Vec<String>,
     /// RFC 3339, from the config's `created` or the pull time.
     pub created: String,
@@ -358,13 +362,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Finds an image by name (normalised like a reference), full ID, or an
-    /// ID prefix of at least 3 hex digits.
+    /// Finds an image by name (normalised like a reference), `repo@digest`
+    /// of its manifest or index under a repository it has a name in, full
+    /// ID, manifest digest, or an ID prefix of at least 3 hex digits.
     pub fn resolve(&self, what: &str) -> Result<ImageRecord, StoreError> {
         let all = self.images()?;
-        let normalised = crate::reference::Reference::parse(what)
-            .ok()
-            .map(|r| r.to_string());
+        let parsed = crate::reference::Reference::parse(what).ok();
+        let normalised = parsed.as_ref().map(|r| r.to_string());
+        let by_digest = |r: &ImageRecord| {
+            let Some(p) = &parsed else { return false };
+            let Some(d) = &p.digest else { return false };
+            (d == &r.manifest_digest || Some(d) == r.index_digest.as_ref())
+                && r.names.iter().any(|n| {
+                    crate::reference::Reference::parse(n).is_ok_and(|n| n.name() == p.name())
+                })
+        };
         if let Some(r) = all.iter().find(|r| {
             r.names
                 .iter()
@@ -372,6 +384,9 @@ impl Store {
                 || r.id.to_string() == what
                 || r.manifest_digest.to_string() == what
         }) {
+            return Ok(r.clone());
+        }
+        if let Some(r) = all.iter().find(|r| by_digest(r)) {
             return Ok(r.clone());
         }
         let hex = what.strip_prefix("sha256:").unwrap_or(what);
@@ -433,6 +448,9 @@ impl Store {
         for r in self.images()? {
             keep.insert(self.blob_path(&r.id));
             keep.insert(self.blob_path(&r.manifest_digest));
+            if let Some(i) = &r.index_digest {
+                keep.insert(self.blob_path(i));
+            }
             for l in &r.layers {
                 keep.insert(self.blob_path(l));
             }

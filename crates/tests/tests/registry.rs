@@ -71,8 +71,14 @@ struct FakeRegistry {
 
 impl FakeRegistry {
     fn start(handler: Box<Handler>) -> FakeRegistry {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
+        FakeRegistry::start_on("127.0.0.1", handler)
+    }
+
+    /// Listens on `ip` (`0.0.0.0`: every address); `addr` is 127.0.0.1:PORT.
+    fn start_on(ip: &str, handler: Box<Handler>) -> FakeRegistry {
+        let listener = TcpListener::bind((ip, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let addr = format!("127.0.0.1:{port}");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Arc<Handler> = Arc::from(handler);
@@ -679,5 +685,144 @@ fn login_logout_keep_other_registries_in_auth_json() {
     assert_eq!(
         std::fs::read_to_string(h.auth_file()).expect("read"),
         "{ not json"
+    );
+}
+
+/// A local address that is not loopback, if the machine has one.
+fn non_loopback_ipv4() -> Option<String> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .find(|a| !a.is_loopback())
+        .map(|a| a.to_string())
+}
+
+#[test]
+fn index_digests_insecure_hosts_and_rmi_force() {
+    // An index of two platforms sharing a layer.
+    let amd = image("application/vnd.oci.image.config.v1+json");
+    let mut arm = image("application/vnd.oci.image.config.v1+json");
+    let arm_config = json!({"architecture": "arm64", "variant": "v8", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [amd.layer.to_string()]}})
+    .to_string()
+    .into_bytes();
+    let arm_config_digest = Digest::sha256_of(&arm_config);
+    arm.manifest = String::from_utf8(arm.manifest.clone())
+        .expect("utf8")
+        .replace(&arm.config.to_string(), &arm_config_digest.to_string())
+        .replace(
+            &format!("\"size\":{}", arm.blobs[&arm.config.to_string()].len()),
+            &format!("\"size\":{}", arm_config.len()),
+        )
+        .into_bytes();
+    arm.manifest_digest = Digest::sha256_of(&arm.manifest);
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": amd.manifest_digest.to_string(), "size": amd.manifest.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": arm.manifest_digest.to_string(), "size": arm.manifest.len(),
+             "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}}]})
+    .to_string()
+    .into_bytes();
+    let index_digest = Digest::sha256_of(&index);
+    let mut documents: HashMap<String, (Vec<u8>, &str)> = HashMap::new();
+    documents.insert(
+        "latest".into(),
+        (index.clone(), "application/vnd.oci.image.index.v1+json"),
+    );
+    documents.insert(
+        index_digest.to_string(),
+        (index, "application/vnd.oci.image.index.v1+json"),
+    );
+    documents.insert(
+        amd.manifest_digest.to_string(),
+        (amd.manifest.clone(), OCI_MANIFEST),
+    );
+    documents.insert(
+        arm.manifest_digest.to_string(),
+        (arm.manifest.clone(), OCI_MANIFEST),
+    );
+    let mut blobs = amd.blobs.clone();
+    blobs.insert(arm_config_digest.to_string(), arm_config);
+    let reg = FakeRegistry::start_on(
+        "0.0.0.0",
+        Box::new(move |req: &Request| {
+            if req.path == "/v2/" {
+                return Reply::ok(b"{}".to_vec());
+            }
+            if let Some(r) = req.path.strip_prefix("/v2/test/multi/manifests/") {
+                return match documents.get(r) {
+                    Some((body, ct)) => Reply::ok(body.clone()).header("Content-Type", ct),
+                    None => Reply::status(404),
+                };
+            }
+            match req
+                .path
+                .strip_prefix("/v2/test/multi/blobs/")
+                .and_then(|d| blobs.get(d))
+            {
+                Some(b) => Reply::ok(b.clone()),
+                None => Reply::status(404),
+            }
+        }),
+    );
+    let h = Hako::new();
+    let name = format!("{}/test/multi", reg.addr);
+    h.ok(&["pull", "-q", "--platform", "linux/arm64", &name]);
+    let by_index = format!("{name}@{index_digest}");
+    let inspect: Value =
+        serde_json::from_str(&h.ok(&["image", "inspect", &by_index])).expect("inspect");
+    assert_eq!(inspect[0]["Platform"], "linux/arm64");
+    assert_eq!(inspect[0]["Id"], arm_config_digest.encoded());
+    let digests = inspect[0]["RepoDigests"].to_string();
+    assert!(
+        digests.contains(&index_digest.to_string())
+            && digests.contains(&arm.manifest_digest.to_string()),
+        "{digests}"
+    );
+    h.ok(&[
+        "image",
+        "inspect",
+        &format!("{name}@{}", arm.manifest_digest),
+    ]);
+    // The index survives a prune: it is part of the image.
+    h.ok(&["image", "prune"]);
+    assert!(h.blob(&index_digest).exists());
+
+    // By ID with several names: only with --force, as podman.
+    h.ok(&["tag", &name, "localhost/second"]);
+    let id = &arm_config_digest.encoded()[..12];
+    let err = h.fails(&["rmi", id]);
+    assert!(
+        err.contains("--force") && err.contains("localhost/second"),
+        "{err}"
+    );
+    assert!(h.ok(&["rmi", "--force", id]).contains("Deleted"));
+    assert_eq!(h.ok(&["images", "-q"]), "");
+
+    // A host that is neither loopback nor listed: HTTPS, unless told.
+    let Some(ip) = non_loopback_ipv4() else {
+        eprintln!("no non-loopback address here: insecure hosts not checked");
+        return;
+    };
+    let port = reg.addr.rsplit_once(':').expect("port").1;
+    let remote = format!("{ip}:{port}/test/multi");
+    let err = h.fails(&["pull", "-q", &remote]);
+    assert!(
+        err.contains(&format!("https://{ip}:{port}/v2/")) && err.contains("--tls-verify=false"),
+        "{err}"
+    );
+    h.ok(&["pull", "-q", "--tls-verify=false", &remote]);
+    h.ok(&["rmi", &remote]);
+    let out = h
+        .cmd(&["pull", "-q", &remote])
+        .env("HAKO_INSECURE_REGISTRIES", format!("quay.io, {ip}:{port}"))
+        .output()
+        .expect("hako");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
