@@ -366,7 +366,7 @@ fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
                 repo,
                 tag,
                 &i.id.encoded()[..12],
-                i.created.get(..19).unwrap_or(&i.created),
+                ago(&i.created),
                 human(i.size)
             );
         }
@@ -471,6 +471,32 @@ fn dir_size(p: &std::path::Path) -> u64 {
 
 fn count(p: &std::path::Path) -> usize {
     std::fs::read_dir(p).map(|e| e.count()).unwrap_or(0)
+}
+
+/// podman's CREATED column: "3 days ago" (docker's go-units wording).
+fn ago(created: &str) -> String {
+    let Some(then) = hako_image::store::parse_rfc3339(created) else {
+        return created.chars().take(19).collect();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let s = (now - then).max(0);
+    let (min, hour, day) = (60, 3600, 86400);
+    let text = match s {
+        0 => "Less than a second".to_string(),
+        1 => "1 second".to_string(),
+        s if s < min => format!("{s} seconds"),
+        s if s < 2 * min => "About a minute".to_string(),
+        s if s < hour => format!("{} minutes", s / min),
+        s if s < hour * 3 / 2 => "About an hour".to_string(),
+        s if s < 2 * day => format!("{} hours", (s + hour / 2) / hour),
+        s if s < 14 * day => format!("{} days", s / day),
+        s if s < 90 * day => format!("{} weeks", s / (7 * day)),
+        s if s < 730 * day => format!("{} months", s / (30 * day)),
+        s => format!("{} years", s / (365 * day)),
+    };
+    format!("{text} ago")
 }
 
 fn human(bytes: u64) -> String {

@@ -126,13 +126,25 @@ pub fn pull(
         },
         config.architecture
     );
+    let got = Platform::parse(&platform).ok();
+    if got.is_some_and(|p| p.os != wanted.os || p.architecture != wanted.architecture) {
+        // As podman: a warning, the image may still be what the user wants.
+        say(format!(
+            "WARNING: image platform ({platform}) does not match the expected platform ({wanted})"
+        ));
+    }
     let rec = ImageRecord {
         id: m.config.digest.clone(),
         manifest_digest: digest,
         index_digest,
         manifest_media_type: m.media_type.clone(),
         names: vec![name.clone()],
-        created: config.created.clone().unwrap_or_default(),
+        created: config.created.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            crate::store::rfc3339(now)
+        }),
         size,
         layers: m.layers.iter().map(|(l, _)| l.digest.clone()).collect(),
         diff_ids: config.rootfs.diff_ids.clone(),

@@ -571,9 +571,20 @@ fn tag_rmi_prune_and_a_lost_blob_fetched_again() {
         "{table}"
     );
     assert!(table.contains("docker.io/library/other"), "{table}");
+    assert!(rows[1].contains(" ago"), "{table}");
     let listed: Value = serde_json::from_str(&h.ok(&["images", "--format", "json"])).expect("json");
     assert_eq!(listed.as_array().expect("array").len(), 1);
     assert_eq!(listed[0]["names"].as_array().expect("names").len(), 3);
+    // A single-platform image for another platform: pulled, with a warning.
+    let out = h.output(&["pull", "--platform", "linux/arm64", &name]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "image platform (linux/amd64) does not match the expected platform (linux/arm64)"
+        ),
+        "{stderr}"
+    );
     let err = h.fails(&["tag", &name, "Bad/Name"]);
     assert!(err.contains("Bad/Name"), "{err}");
     let err = h.fails(&["image", "inspect", "nothing-here"]);
