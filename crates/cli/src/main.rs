@@ -326,9 +326,9 @@ fn repo_digests(rec: &ImageRecord) -> Vec<String> {
 fn registry_ref(s: &str) -> Result<Reference, Error> {
     match ImageSource::parse(s)? {
         ImageSource::Registry(r) => Ok(r),
-        other => {
-            Err(format!("{other:?}: only registry references are supported here so far").into())
-        }
+        _ => Err(
+            format!("{s}: only registry (docker://) references are supported here so far").into(),
+        ),
     }
 }
 

@@ -246,13 +246,18 @@ pub enum ImageSource {
     OciLayout { path: PathBuf, tag: Option<String> },
     /// A tar of an OCI image layout.
     OciArchive { path: PathBuf, tag: Option<String> },
-    /// `docker save`'s format.
-    DockerArchive { path: PathBuf },
+    /// `docker save`'s format; `reference` picks one of several images
+    /// (`docker-archive:PATH:NAME:TAG`, or `@INDEX` as skopeo spells it).
+    DockerArchive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
 }
 
 impl ImageSource {
     /// Parses `docker://NAME`, a bare NAME, `oci:PATH[:TAG]`,
-    /// `oci-archive:PATH[:TAG]` or `docker-archive:PATH`.
+    /// `oci-archive:PATH[:TAG]` or `docker-archive:PATH[:NAME[:TAG]|:@N]`
+    /// (as skopeo, the archive's path ends at its first ':').
     pub fn parse(s: &str) -> Result<ImageSource, ReferenceError> {
         let path_and_tag = |rest: &str| -> Result<(PathBuf, Option<String>), ReferenceError> {
             let (path, tag) = match rest.rsplit_once(':') {
@@ -279,8 +284,30 @@ impl ImageSource {
             return Ok(ImageSource::OciArchive { path, tag });
         }
         if let Some(rest) = s.strip_prefix("docker-archive:") {
+            let (path, reference) = match rest.split_once(':') {
+                Some((p, r)) => (p, Some(r)),
+                None => (rest, None),
+            };
+            let bad = |reason: &str| ReferenceError {
+                value: s.to_string(),
+                reason: reason.into(),
+            };
+            if path.is_empty() {
+                return Err(bad("no path"));
+            }
+            let reference = match reference {
+                None => None,
+                Some(r) if r.starts_with('@') => {
+                    if r.len() < 2 || !r[1..].bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(bad("@ is followed by the index of an image in the archive"));
+                    }
+                    Some(r.to_string())
+                }
+                Some(r) => Some(Reference::parse(r)?.to_string()),
+            };
             return Ok(ImageSource::DockerArchive {
-                path: PathBuf::from(rest),
+                path: PathBuf::from(path),
+                reference,
             });
         }
         if let Some((transport, _)) = s.split_once("://") {
@@ -360,7 +387,31 @@ mod tests {
         assert_eq!(
             ImageSource::parse("docker-archive:/x.tar").expect("da"),
             ImageSource::DockerArchive {
-                path: "/x.tar".into()
+                path: "/x.tar".into(),
+                reference: None
+            }
+        );
+        assert_eq!(
+            ImageSource::parse("docker-archive:/x.tar:busybox:1").expect("da"),
+            ImageSource::DockerArchive {
+                path: "/x.tar".into(),
+                reference: Some("docker.io/library/busybox:1".into())
+            }
+        );
+        assert_eq!(
+            ImageSource::parse("docker-archive:x.tar:@1").expect("da"),
+            ImageSource::DockerArchive {
+                path: "x.tar".into(),
+                reference: Some("@1".into())
+            }
+        );
+        assert!(ImageSource::parse("docker-archive:x.tar:@x").is_err());
+        assert!(ImageSource::parse("oci:").is_err());
+        assert_eq!(
+            ImageSource::parse("oci-archive:img.tar").expect("oa"),
+            ImageSource::OciArchive {
+                path: "img.tar".into(),
+                tag: None
             }
         );
         assert!(matches!(
