@@ -111,7 +111,7 @@ enum ImageCommand {
         image: String,
         dir: PathBuf,
     },
-    /// Remove unused blobs and layers.
+    /// Remove dangling images (no name left) and unused blobs and layers.
     Prune,
     /// List images.
     Ls {
@@ -215,8 +215,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             ImageCommand::Prune => {
                 let store = Store::open(&cli.root)?;
+                // Like podman: dangling images go, their IDs printed.
+                for r in store.images()?.iter().filter(|r| r.names.is_empty()) {
+                    store.remove_image(&r.id)?;
+                    println!("{}", r.id.encoded());
+                }
                 let (n, bytes) = prune(&store, true)?;
-                println!("removed {n} unused blobs and layers ({})", human(bytes));
+                eprintln!("removed {n} unused blobs and layers ({})", human(bytes));
                 Ok(())
             }
         },

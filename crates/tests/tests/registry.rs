@@ -218,10 +218,15 @@ fn layer_tar() -> Vec<u8> {
 /// An OCI image with one uncompressed layer; `config_type` is the config
 /// descriptor's media type.
 fn image(config_type: &str) -> Image {
+    labelled_image(config_type, "")
+}
+
+/// `image` with a label in its config (another image ID, the same layer).
+fn labelled_image(config_type: &str, label: &str) -> Image {
     let layer = layer_tar();
     let layer_digest = Digest::sha256_of(&layer);
     let config = json!({"architecture": "amd64", "os": "linux", "created": "2026-03-04T05:06:07Z",
-        "config": {"Cmd": ["/bin/sh"]},
+        "config": {"Cmd": ["/bin/sh"], "Labels": {"test": label}},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]}})
     .to_string()
     .into_bytes();
@@ -836,4 +841,36 @@ fn index_digests_insecure_hosts_and_rmi_force() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_name_moved_away_leaves_a_dangling_image_that_prune_removes() {
+    let a = labelled_image("application/vnd.oci.image.config.v1+json", "a");
+    let b = labelled_image("application/vnd.oci.image.config.v1+json", "b");
+    let (a_id, b_id, layer) = (a.config.clone(), b.config.clone(), a.layer.clone());
+    assert_eq!(layer, b.layer);
+    let reg_a = FakeRegistry::start(serve_image(a, |r| r));
+    let reg_b = FakeRegistry::start(serve_image(b, |r| r));
+    let h = Hako::new();
+    let (name_a, name_b) = (
+        format!("{}/test/app:latest", reg_a.addr),
+        format!("{}/test/app:latest", reg_b.addr),
+    );
+    h.ok(&["pull", "-q", &name_a]);
+    h.ok(&["pull", "-q", &name_b]);
+    h.ok(&["tag", &name_b, &name_a]);
+    let table = h.ok(&["images"]);
+    let dangling = table
+        .lines()
+        .find(|l| l.contains(&a_id.encoded()[..12]))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(dangling.starts_with("<none>"), "{table}");
+    // rmi's collection keeps dangling images' blobs; prune removes them.
+    assert_eq!(h.ok(&["image", "prune"]).trim(), a_id.encoded());
+    assert_eq!(h.ok(&["images", "-q"]).trim(), &b_id.encoded()[..12]);
+    assert!(!h.blob(&a_id).exists());
+    assert!(h.blob(&b_id).exists() && h.blob(&layer).exists());
+    let inspect: Value =
+        serde_json::from_str(&h.ok(&["image", "inspect", &name_a])).expect("inspect");
+    assert_eq!(inspect[0]["Id"], b_id.encoded());
 }
