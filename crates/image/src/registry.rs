@@ -549,6 +549,9 @@ impl Client {
         let mut ingest = store.ingest(digest, Some(size)).map_err(store_err)?;
         let scope = Self::scope(repository, "pull");
         let mut failures = 0;
+        // The most bytes any attempt reached: only beating it is progress
+        // (a server that ignores Range starts from 0 every time).
+        let mut best = 0;
         loop {
             let offset = ingest.written();
             if offset >= size {
@@ -571,45 +574,41 @@ impl Client {
             }
             let mut reader = resp.into_reader();
             let mut buf = vec![0u8; 256 << 10];
-            let copied: io::Result<()> = (|| loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(());
+            let stopped = loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break None,
+                    Ok(n) => n,
+                    Err(e) => break Some(e),
+                };
+                // A write error is local (disk full, more bytes than the
+                // descriptor says): no retry helps.
+                if let Err(e) = ingest.write_all(&buf[..n]) {
+                    return Err(RegistryError::Http {
+                        url,
+                        message: format!("storing the blob: {e}"),
+                    });
                 }
-                ingest.write_all(&buf[..n])?;
                 on_data(BlobEvent::Data(&buf[..n]));
-            })();
-            match copied {
-                Ok(()) if ingest.written() >= size => break,
-                Ok(()) | Err(_) if failures < 5 => {
-                    failures += 1;
-                    if let Err(e) = &copied {
-                        if e.kind() == io::ErrorKind::InvalidData {
-                            return Err(RegistryError::Http {
-                                url,
-                                message: e.to_string(),
-                            });
-                        }
-                    }
-                    crate::debug(&format!(
-                        "{url}: connection ended at {} of {size} bytes; resuming",
-                        ingest.written()
-                    ));
-                    std::thread::sleep(Duration::from_millis(100 << failures));
-                }
-                Ok(()) => {
-                    return Err(RegistryError::Http {
-                        url,
-                        message: format!("the blob ended at {} of {size} bytes", ingest.written()),
-                    })
-                }
-                Err(e) => {
-                    return Err(RegistryError::Http {
-                        url,
-                        message: e.to_string(),
-                    })
-                }
+            };
+            if stopped.is_none() && ingest.written() >= size {
+                break;
             }
+            // Another attempt after progress; five in a row without any
+            // end it.
+            if ingest.written() > best {
+                best = ingest.written();
+                failures = 0;
+            }
+            failures += 1;
+            let why = match &stopped {
+                Some(e) => format!("{e} at {} of {size} bytes", ingest.written()),
+                None => format!("the blob ended at {} of {size} bytes", ingest.written()),
+            };
+            if failures > 5 {
+                return Err(RegistryError::Http { url, message: why });
+            }
+            crate::debug(&format!("{url}: {why}; resuming"));
+            std::thread::sleep(Duration::from_millis(100 << failures));
         }
         let published = ingest.commit().map_err(store_err);
         drop(lock);

@@ -874,3 +874,51 @@ fn a_name_moved_away_leaves_a_dangling_image_that_prune_removes() {
         serde_json::from_str(&h.ok(&["image", "inspect", &name_a])).expect("inspect");
     assert_eq!(inspect[0]["Id"], b_id.encoded());
 }
+
+#[test]
+fn a_download_cut_again_and_again_is_resumed_while_it_progresses() {
+    let img = image("application/vnd.oci.image.config.v1+json");
+    let (layer, id) = (img.layer.clone(), img.config.clone());
+    let layer_path = format!("/v2/test/app/blobs/{layer}");
+    let data = img.blobs[&layer.to_string()].clone();
+    assert!(data.len() > 6 * 500, "the layer is {} bytes", data.len());
+    let inner = serve_image(img, |r| r);
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    let reg = FakeRegistry::start(Box::new(move |req: &Request| {
+        if req.path != layer_path {
+            return inner(req);
+        }
+        // Range honoured, but no answer carries more than 500 bytes.
+        let from = req
+            .headers
+            .get("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse::<usize>().ok());
+        seen.lock().expect("ranges").push(from);
+        let start = from.unwrap_or(0);
+        let mut reply = Reply::ok(data[start..].to_vec());
+        if from.is_some() {
+            reply.status = 206;
+            reply = reply.header(
+                "Content-Range",
+                &format!("bytes {start}-{}/{}", data.len() - 1, data.len()),
+            );
+        }
+        Reply {
+            cut_at: Some(500),
+            ..reply
+        }
+    }));
+    let h = Hako::new();
+    let out = h.ok(&["pull", "-q", &format!("{}/test/app", reg.addr)]);
+    assert_eq!(out.trim(), id.encoded());
+    let ranges = ranges.lock().expect("ranges").clone();
+    assert!(ranges.len() > 6, "{ranges:?}");
+    assert_eq!(ranges[0], None);
+    for (i, r) in ranges.iter().enumerate().skip(1) {
+        assert_eq!(*r, Some(500 * i), "{ranges:?}");
+    }
+    assert!(h.blob(&layer).exists());
+}
