@@ -295,17 +295,26 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::System {
             command: SystemCommand::Df,
         } => {
-            let store = Store::open(&cli.root)?;
-            let images = store.images()?;
-            let blobs = dir_size(&store.root().join("blobs"));
-            let layers = dir_size(&store.root().join("snapshots"));
-            println!("{:<10} {:>6} {:>12}", "TYPE", "TOTAL", "SIZE");
-            println!("{:<10} {:>6} {:>12}", "Images", images.len(), human(blobs));
+            let u = Store::open(&cli.root)?.disk_usage()?;
             println!(
-                "{:<10} {:>6} {:>12}",
+                "{:<10} {:>6} {:>8} {:>12} {:>12}",
+                "TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"
+            );
+            println!(
+                "{:<10} {:>6} {:>8} {:>12} {:>12}",
+                "Images",
+                u.images,
+                u.images - u.dangling,
+                human(u.blob_bytes),
+                human(u.reclaimable_bytes)
+            );
+            println!(
+                "{:<10} {:>6} {:>8} {:>12} {:>12}",
                 "Layers",
-                count(&store.root().join("snapshots")),
-                human(layers)
+                u.layers,
+                "",
+                human(u.layer_bytes),
+                ""
             );
             Ok(())
         }
@@ -451,31 +460,6 @@ fn push(store: &Store, rec: &ImageRecord, dest: &Reference, insecure: bool) -> R
         &manifest,
     )?;
     Ok(())
-}
-
-fn dir_size(p: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if let Ok(m) = e.path().symlink_metadata() {
-                if m.is_dir() {
-                    stack.push(e.path());
-                } else {
-                    total += m.blocks() * 512;
-                }
-            }
-        }
-    }
-    total
-}
-
-fn count(p: &std::path::Path) -> usize {
-    std::fs::read_dir(p).map(|e| e.count()).unwrap_or(0)
 }
 
 /// podman's CREATED column: "3 days ago" (docker's go-units wording).

@@ -440,6 +440,46 @@ impl Store {
         tx.commit().map_err(|e| self.db_err(e))
     }
 
+    /// Images, blobs and unpacked layers, and what pruning would free.
+    pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let images = self.images()?;
+        let mut used = std::collections::HashSet::new();
+        for r in images.iter().filter(|r| !r.names.is_empty()) {
+            used.insert(r.id.clone());
+            used.insert(r.manifest_digest.clone());
+            used.extend(r.index_digest.iter().cloned());
+            used.extend(r.layers.iter().cloned());
+        }
+        let mut u = DiskUsage {
+            images: images.len(),
+            dangling: images.iter().filter(|r| r.names.is_empty()).count(),
+            ..Default::default()
+        };
+        for alg in ["sha256", "sha512"] {
+            let dir = self.root.join("blobs").join(alg);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let bytes = e.metadata().map(|m| m.blocks() * 512).unwrap_or(0);
+                u.blobs += 1;
+                u.blob_bytes += bytes;
+                let name = format!("{alg}:{}", e.file_name().to_string_lossy());
+                if !name.parse::<Digest>().is_ok_and(|d| used.contains(&d)) {
+                    u.reclaimable_bytes += bytes;
+                }
+            }
+        }
+        let snapshots = self.root.join("snapshots");
+        for e in std::fs::read_dir(&snapshots)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            u.layers += 1;
+            u.layer_bytes += allocated_bytes(&e.path());
+        }
+        Ok(u)
+    }
+
     /// Deletes blobs no image refers to and what interrupted downloads
     /// left in `ingest/`; returns (count, bytes). The lock proves no pull
     /// is between fetching blobs and recording its image.
@@ -542,6 +582,40 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(days * 86400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+/// What [`Store::disk_usage`] counts (bytes are allocated blocks).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DiskUsage {
+    pub images: usize,
+    /// Images without a name (`image prune` removes them).
+    pub dangling: usize,
+    pub blobs: usize,
+    pub blob_bytes: u64,
+    /// Bytes of blobs only dangling images or no image at all use.
+    pub reclaimable_bytes: u64,
+    /// Unpacked layers (see crate::snapshot).
+    pub layers: usize,
+    pub layer_bytes: u64,
+}
+
+/// Allocated bytes under `p`, symlinks not followed.
+fn allocated_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if let Ok(m) = e.path().symlink_metadata() {
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    total += m.blocks() * 512;
+                }
+            }
+        }
+    }
+    total
 }
 
 fn unique() -> u64 {

@@ -865,11 +865,28 @@ fn a_name_moved_away_leaves_a_dangling_image_that_prune_removes() {
         .find(|l| l.contains(&a_id.encoded()[..12]))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(dangling.starts_with("<none>"), "{table}");
+    let df = h.ok(&["system", "df"]);
+    let row: Vec<&str> = df
+        .lines()
+        .find(|l| l.starts_with("Images"))
+        .unwrap_or_else(|| panic!("{df}"))
+        .split_whitespace()
+        .collect();
+    // TYPE TOTAL ACTIVE SIZE unit RECLAIMABLE unit: the dangling config
+    // (and its manifest) can go.
+    assert_eq!(&row[..3], ["Images", "2", "1"], "{df}");
+    assert_ne!(row[5], "0", "{df}");
     // rmi's collection keeps dangling images' blobs; prune removes them.
     assert_eq!(h.ok(&["image", "prune"]).trim(), a_id.encoded());
     assert_eq!(h.ok(&["images", "-q"]).trim(), &b_id.encoded()[..12]);
     assert!(!h.blob(&a_id).exists());
     assert!(h.blob(&b_id).exists() && h.blob(&layer).exists());
+    let df = h.ok(&["system", "df"]);
+    assert!(
+        df.lines()
+            .any(|l| l.starts_with("Images") && l.ends_with(" 0 B")),
+        "{df}"
+    );
     let inspect: Value =
         serde_json::from_str(&h.ok(&["image", "inspect", &name_a])).expect("inspect");
     assert_eq!(inspect[0]["Id"], b_id.encoded());
