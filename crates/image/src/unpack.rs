@@ -185,7 +185,7 @@ pub fn apply_layer(
     };
     let mut entries = 0u64;
     {
-        let mut archive = tar::Archive::new(&mut hashing);
+        let mut archive = tar::Archive::new(MetadataLimit::new(&mut hashing));
         let iter = archive.entries().map_err(UnpackError::Read)?;
         for entry in iter {
             let entry = entry.map_err(UnpackError::Read)?;
@@ -203,6 +203,174 @@ pub fn apply_layer(
         tar_bytes,
         diff_id,
     })
+}
+
+/// The largest PAX extended header, GNU long name or long link accepted.
+/// The `tar` crate reads these whole into memory; real ones are a few
+/// hundred bytes (xattrs: a few KiB).
+pub const MAX_METADATA_ENTRY: u64 = 1 << 20;
+
+/// Watches the tar stream as the `tar` crate reads it, header by header,
+/// and fails the read before a PAX header, GNU long name or long link
+/// larger than [`MAX_METADATA_ENTRY`] is buffered (the crate itself has
+/// no limit: a 10 GB "long name" would exhaust memory). GNU sparse
+/// entries, which carry extra header blocks, are refused here too.
+struct MetadataLimit<R> {
+    inner: R,
+    header: [u8; 512],
+    header_filled: usize,
+    /// Bytes of data (with padding) left before the next header.
+    data_left: u64,
+    /// The unpadded size of the PAX header being collected.
+    pax_len: u64,
+    /// A PAX header's records, kept to read a `size` that overrides the
+    /// next header's size field (as the `tar` crate does).
+    pax: Option<Vec<u8>>,
+    next_size: Option<u64>,
+    ended: bool,
+}
+
+impl<R: Read> MetadataLimit<R> {
+    fn new(inner: R) -> Self {
+        MetadataLimit {
+            inner,
+            header: [0; 512],
+            header_filled: 0,
+            data_left: 0,
+            pax_len: 0,
+            pax: None,
+            next_size: None,
+            ended: false,
+        }
+    }
+
+    fn header_done(&mut self) -> io::Result<()> {
+        let h = &self.header;
+        if h.iter().all(|b| *b == 0) {
+            // End-of-archive: the crate stops reading here.
+            self.ended = true;
+            return Ok(());
+        }
+        let name =
+            String::from_utf8_lossy(h[..100].split(|b| *b == 0).next().unwrap_or(&[])).into_owned();
+        let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+        let header_field = header_size(&h[124..136])
+            .ok_or_else(|| bad(format!("tar header {name:?}: invalid size field")))?;
+        // As the `tar` crate: a PAX `size` applies to the next header that
+        // is not itself an extension (GNU long names/links keep it pending;
+        // a global header is returned as an entry, which drops it).
+        let size = match h[156] {
+            b'L' | b'K' | b'x' => header_field,
+            b'g' => {
+                self.next_size = None;
+                header_field
+            }
+            _ => self.next_size.take().unwrap_or(header_field),
+        };
+        match h[156] {
+            b'x' | b'L' | b'K' if size > MAX_METADATA_ENTRY => {
+                return Err(bad(format!(
+                    "tar header {name:?}: a {size}-byte extended header or long name \
+                     (at most {MAX_METADATA_ENTRY})"
+                )))
+            }
+            b'S' => {
+                return Err(bad(format!(
+                    "tar entry {name:?}: GNU sparse files are not supported"
+                )))
+            }
+            _ => {}
+        }
+        self.pax = (h[156] == b'x').then(Vec::new);
+        self.pax_len = size;
+        self.data_left = size
+            .checked_add(511)
+            .map(|s| s & !511)
+            .ok_or_else(|| bad(format!("tar header {name:?}: size overflow")))?;
+        if self.data_left == 0 {
+            self.pax_done();
+        }
+        Ok(())
+    }
+
+    fn pax_done(&mut self) {
+        if let Some(records) = self.pax.take() {
+            self.next_size = pax_size(&records);
+        }
+    }
+
+    fn observe(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() && !self.ended {
+            if self.data_left > 0 {
+                let take = usize::try_from(self.data_left)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                if let Some(p) = &mut self.pax {
+                    let want = usize::try_from(self.pax_len)
+                        .unwrap_or(usize::MAX)
+                        .saturating_sub(p.len())
+                        .min(take);
+                    p.extend_from_slice(&buf[..want]);
+                }
+                self.data_left -= take as u64;
+                buf = &buf[take..];
+                if self.data_left == 0 {
+                    self.pax_done();
+                }
+            } else {
+                let take = (512 - self.header_filled).min(buf.len());
+                self.header[self.header_filled..self.header_filled + take]
+                    .copy_from_slice(&buf[..take]);
+                self.header_filled += take;
+                buf = &buf[take..];
+                if self.header_filled == 512 {
+                    self.header_filled = 0;
+                    self.header_done()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for MetadataLimit<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.observe(&out[..n])?;
+        Ok(n)
+    }
+}
+
+/// A tar numeric field: octal digits (spaces/NULs around them), or
+/// base-256 when the first byte has its high bit set.
+fn header_size(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        // The last 8 bytes, as the `tar` crate reads a 12-byte field.
+        let tail = &field[field.len().saturating_sub(8)..];
+        return Some(tail.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)));
+    }
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(&digits).ok()?, 8).ok()
+}
+
+/// The first `size` record of PAX extended header records, read as the
+/// `tar` crate reads it.
+fn pax_size(records: &[u8]) -> Option<u64> {
+    for ext in tar::PaxExtensions::new(records) {
+        let ext = ext.ok()?;
+        if ext.key() == Ok("size") {
+            return ext.value().ok()?.parse().ok();
+        }
+    }
+    None
 }
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -228,7 +396,13 @@ fn clean_path(raw: &[u8], shown: &str) -> Result<PathBuf, UnpackError> {
         match c {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(n) => out.push(n),
-            Component::ParentDir => return Err(refused(shown, "the path contains '..'")),
+            // Lexical, like docker's and containerd's Clean: `a/../b` is
+            // `b`. Symlinks are resolved later, in root, by the kernel.
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(refused(shown, "its '..' climbs above the layer's root"));
+                }
+            }
             Component::Prefix(_) => return Err(refused(shown, "unexpected path prefix")),
         }
     }
@@ -848,8 +1022,59 @@ mod tests {
             clean_path(b"./a/./b", "t").expect("dots"),
             PathBuf::from("a/b")
         );
+        assert_eq!(clean_path(b"a/../b", "t").expect("in"), PathBuf::from("b"));
         assert!(clean_path(b"a/../../b", "t").is_err());
         assert!(clean_path(b"../b", "t").is_err());
+    }
+
+    fn drain(tar: &[u8]) -> io::Result<u64> {
+        let mut a = tar::Archive::new(MetadataLimit::new(tar));
+        let mut n = 0;
+        for e in a.entries()? {
+            let mut e = e?;
+            io::copy(&mut e, &mut io::sink())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn metadata_limit_follows_the_stream() {
+        let mut b = tar::Builder::new(Vec::new());
+        let long = format!("{}/file", "d".repeat(300));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &long, &b"abc"[..])
+            .expect("long name");
+        b.append_pax_extensions([("SCHILY.xattr.user.a", &b"1"[..]), ("size", &b"700"[..])])
+            .expect("pax");
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5); // the PAX size (700) wins
+        h.set_mode(0o644);
+        h.set_path("big").expect("path");
+        h.set_cksum();
+        b.append(&h, &[7u8; 700][..]).expect("big");
+        let mut h = tar::Header::new_ustar();
+        h.set_size(2);
+        h.set_path("after").expect("path");
+        h.set_cksum();
+        b.append(&h, &b"hi"[..]).expect("after");
+        let data = b.into_inner().expect("tar");
+        assert_eq!(drain(&data).expect("a valid tar passes"), 3);
+    }
+
+    #[test]
+    fn metadata_limit_refuses_huge_pax_headers() {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(8 << 30);
+        h.set_path("pax").expect("path");
+        h.set_cksum();
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[b'x'; 4096]);
+        let e = drain(&data).expect_err("refused");
+        assert!(e.to_string().contains("extended header"), "{e}");
     }
 
     #[test]
