@@ -463,6 +463,11 @@ impl Snapshotter {
                 let options = if "lowerdir=".len() + joined.len() + tail.len() <= page {
                     format!("lowerdir={joined}{tail}")
                 } else {
+                    crate::debug(&format!(
+                        "overlay: {} lower dirs are too long for one page of options: \
+                         passing them as /proc/self/fd paths",
+                        lowers.len()
+                    ));
                     let mut names = Vec::with_capacity(lowers.len());
                     for l in &lowers {
                         let f = File::options()
