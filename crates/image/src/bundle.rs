@@ -19,6 +19,11 @@ pub enum BundleError {
     NoCommand,
     #[error("User {user:?}: {reason}")]
     User { user: String, reason: String },
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -117,16 +122,54 @@ pub fn runtime_spec(
     Ok(spec)
 }
 
-/// Writes `config.json` in `dir` (temp file, then rename).
+/// [`runtime_spec`] for callers that speak oci-spec's types: the image
+/// configuration in, the runtime spec out.
+pub fn oci_runtime_spec(
+    config: &oci_spec::image::ImageConfiguration,
+    rootfs: &Path,
+    opts: &BundleOptions,
+) -> Result<oci_spec::runtime::Spec, BundleError> {
+    let value = serde_json::to_value(config).map_err(|source| BundleError::Json {
+        what: "encoding the image configuration",
+        source,
+    })?;
+    let image: ImageConfig = serde_json::from_value(value).map_err(|source| BundleError::Json {
+        what: "reading the image configuration",
+        source,
+    })?;
+    let spec = runtime_spec(&image, rootfs, opts)?;
+    serde_json::from_value(spec).map_err(|source| BundleError::Json {
+        what: "the runtime config as an OCI runtime spec",
+        source,
+    })
+}
+
+/// Writes `spec` as `config.json` in `dir` (temp file, then rename).
+pub fn write_bundle(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), BundleError> {
+    let value = serde_json::to_value(spec).map_err(|source| BundleError::Json {
+        what: "encoding the runtime spec",
+        source,
+    })?;
+    write_config(dir, &value)
+}
+
+/// Writes `config.json` in `dir` (temp file, then rename): a reader sees
+/// the old file or the new one, never half of one.
 pub fn write_config(dir: &Path, spec: &Value) -> Result<(), BundleError> {
-    let tmp = dir.join(".config.json.tmp");
+    let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| BundleError::Io { what, path, source }
     };
-    let text = serde_json::to_vec_pretty(spec).unwrap_or_default();
+    let text = serde_json::to_vec_pretty(spec).map_err(|source| BundleError::Json {
+        what: "encoding config.json",
+        source,
+    })?;
     std::fs::write(&tmp, text).map_err(io("writing", &tmp))?;
-    std::fs::rename(&tmp, dir.join("config.json")).map_err(io("renaming", &tmp))
+    std::fs::rename(&tmp, dir.join("config.json")).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("renaming", &tmp)(e)
+    })
 }
 
 /// Reads a file inside `rootfs`, resolving symlinks as if rootfs were `/`
