@@ -38,9 +38,16 @@ bin=target/x86_64-unknown-linux-gnu/release/examples/unpack
 work=$(mktemp -d /var/tmp/hako-unpack-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
+# Every run gets a fresh directory, all removed at the end: ext4 scans
+# past recently freed inodes when allocating (recently_deleted), so an
+# `rm -rf` of the previous run's 7,000 files would make the next run
+# spend seconds in the kernel, whichever unpacker it is.
+run_no=0
 run() {
-    local v=$1 dest=$work/dest t0 t1
-    rm -rf "$dest" && mkdir "$dest" && sync
+    local v=$1 dest t0 t1
+    run_no=$((run_no + 1))
+    dest=$work/dest.$run_no
+    mkdir "$dest" && sync
     t0=$(now_us)
     case $v in
     hako) "$bin" "$dest" "$layer" >/dev/null ;;
@@ -51,7 +58,7 @@ run() {
     echo $((t1 - t0)) >>"$work/$v.times"
 }
 
-echo "layer: $layer ($(stat -c %s "$layer") bytes), $RUNS runs each" >&2
+echo "layer: $layer ($(stat -c %s "$layer") bytes), $RUNS runs each, into $work" >&2
 interleave "$RUNS" run hako tar gunzip
 read -r h h90 < <(stats "$work/hako.times" 1000000 3)
 read -r t t90 < <(stats "$work/tar.times" 1000000 3)
