@@ -385,7 +385,7 @@ struct Unpacker {
     /// Open parent directories by their path inside the root.
     parents: HashMap<PathBuf, OwnedFd>,
     /// Directory mtimes, set at the end (later entries change them).
-    dir_times: Vec<(PathBuf, i64)>,
+    dir_times: Vec<(PathBuf, Mtime)>,
     /// File data goes through this buffer: 128 KiB writes instead of
     /// io::copy's 8 KiB (a quarter of the write calls on a Debian layer).
     buf: Vec<u8>,
@@ -635,12 +635,13 @@ impl Unpacker {
         let path = clean_path(&raw_path, &shown)?;
         let header = entry.header().clone();
         let kind = header.entry_type();
+        let when = entry_mtime(&mut entry, &header)?;
         let Some(name) = path.file_name().map(OsStr::to_os_string) else {
             // The root itself ("./"): only its metadata.
             if kind.is_dir() {
                 let root = self.root.as_raw_fd();
                 self.metadata(root, c".", &header, &shown, true)?;
-                self.dir_times.push((PathBuf::new(), mtime(&header)));
+                self.dir_times.push((PathBuf::new(), when));
             }
             return Ok(());
         };
@@ -706,7 +707,7 @@ impl Unpacker {
                 }
                 self.metadata(dir, &cname, &header, &shown, true)?;
                 self.xattrs(&mut entry, dir, &cname, &shown)?;
-                self.dir_times.push((path.clone(), mtime(&header)));
+                self.dir_times.push((path.clone(), when));
                 Ok(())
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
@@ -739,7 +740,7 @@ impl Unpacker {
                 check(unsafe { libc::fchmod(file.as_raw_fd(), mode) })
                     .map_err(io_err(&shown, "chmod"))?;
                 self.xattrs_fd(&mut entry, file.as_raw_fd(), &shown)?;
-                set_times(dir, &cname, mtime(&header)).map_err(io_err(&shown, "setting mtime"))
+                set_times(dir, &cname, when).map_err(io_err(&shown, "setting mtime"))
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -756,7 +757,7 @@ impl Unpacker {
                     libc::fchownat(dir, cname.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
                 })
                 .map_err(io_err(&shown, "chown"))?;
-                set_times(dir, &cname, mtime(&header)).map_err(io_err(&shown, "setting mtime"))
+                set_times(dir, &cname, when).map_err(io_err(&shown, "setting mtime"))
             }
             tar::EntryType::Link => {
                 let target_raw = entry
@@ -802,7 +803,7 @@ impl Unpacker {
                 check(unsafe { libc::mknodat(dir, cname.as_ptr(), fmt | 0o600, dev) })
                     .map_err(io_err(&shown, "mknod"))?;
                 self.metadata(dir, &cname, &header, &shown, false)?;
-                set_times(dir, &cname, mtime(&header)).map_err(io_err(&shown, "setting mtime"))
+                set_times(dir, &cname, when).map_err(io_err(&shown, "setting mtime"))
             }
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => Ok(()),
             other => Err(refused(
@@ -941,18 +942,59 @@ fn owner(header: &tar::Header) -> Result<(u32, u32), UnpackError> {
     Ok((conv(uid)?, conv(gid)?))
 }
 
-fn mtime(header: &tar::Header) -> i64 {
-    header
+/// Seconds and nanoseconds.
+type Mtime = (i64, i64);
+
+/// An entry's mtime: PAX `mtime` (with its fraction, as GNU tar and Go's
+/// archive/tar write it) or the header's whole seconds.
+fn entry_mtime<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    header: &tar::Header,
+) -> Result<Mtime, UnpackError> {
+    if let Some(exts) = entry.pax_extensions().map_err(UnpackError::Read)? {
+        for ext in exts {
+            let ext = ext.map_err(UnpackError::Read)?;
+            if ext.key_bytes() == b"mtime" {
+                if let Some(t) = ext.value().ok().and_then(parse_pax_time) {
+                    return Ok(t);
+                }
+            }
+        }
+    }
+    let secs = header
         .mtime()
         .ok()
         .and_then(|t| i64::try_from(t).ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    Ok((secs, 0))
 }
 
-fn set_times(dir: RawFd, name: &CStr, mtime: i64) -> io::Result<()> {
+/// "SECONDS[.FRACTION]", maybe negative.
+fn parse_pax_time(v: &str) -> Option<Mtime> {
+    let (neg, v) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nanos: i64 = 0;
+    for i in 0..9 {
+        nanos = nanos * 10 + frac.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+    }
+    Some(match (neg, nanos) {
+        (false, n) => (secs, n),
+        (true, 0) => (-secs, 0),
+        (true, n) => (-secs - 1, 1_000_000_000 - n),
+    })
+}
+
+fn set_times(dir: RawFd, name: &CStr, (secs, nanos): Mtime) -> io::Result<()> {
     let ts = libc::timespec {
-        tv_sec: mtime,
-        tv_nsec: 0,
+        tv_sec: secs,
+        tv_nsec: nanos,
     };
     let times = [ts, ts];
     // SAFETY: valid fd, C string and two timespecs.
@@ -1116,6 +1158,18 @@ mod tests {
         data.extend_from_slice(&[b'x'; 4096]);
         let e = drain(&data).expect_err("refused");
         assert!(e.to_string().contains("extended header"), "{e}");
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(
+            parse_pax_time("1795355116.103771163"),
+            Some((1795355116, 103771163))
+        );
+        assert_eq!(parse_pax_time("12.5"), Some((12, 500_000_000)));
+        assert_eq!(parse_pax_time("7"), Some((7, 0)));
+        assert_eq!(parse_pax_time("-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse_pax_time("x"), None);
     }
 
     #[test]
