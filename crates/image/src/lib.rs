@@ -26,6 +26,7 @@ pub mod reference;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
+mod sys;
 pub mod unpack;
 
 /// A debug line on stderr when HAKO_DEBUG is set.

@@ -21,12 +21,13 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
+use crate::sys::{check, cpath, dir_names, fstat, lstat_at, open_at, remove_tree};
 use crate::unpack::{LayerStats, UnpackError, WhiteoutMode};
 
 #[derive(Debug, thiserror::Error)]
@@ -566,18 +567,6 @@ fn publish(tmp: &Path, dest: &Path) -> io::Result<()> {
     }
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 fn mount_overlay(target: &Path, options: &str) -> io::Result<()> {
     let t = cpath(target)?;
     let o = CString::new(options).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -651,104 +640,6 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Removes `path` and everything below it, never following a symlink
-/// and never crossing into another mount (that fails with EBUSY): the
-/// contents of a mount left behind are never deleted.
-fn remove_tree(path: &Path) -> io::Result<()> {
-    let c = cpath(path)?;
-    let st = match lstat_at(libc::AT_FDCWD, &c)? {
-        Some(st) => st,
-        None => return Ok(()),
-    };
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return std::fs::remove_file(path);
-    }
-    let dir = open_at(
-        libc::AT_FDCWD,
-        &c,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-    )?;
-    clear_dir(dir.as_raw_fd(), st.st_dev)?;
-    std::fs::remove_dir(path)
-}
-
-fn clear_dir(dir: RawFd, dev: libc::dev_t) -> io::Result<()> {
-    for name in dir_names(dir)? {
-        let Some(st) = lstat_at(dir, &name)? else {
-            continue;
-        };
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            if st.st_dev != dev {
-                return Err(io::Error::from_raw_os_error(libc::EBUSY));
-            }
-            let sub = open_at(
-                dir,
-                &name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            )?;
-            let sub_st = fstat(sub.as_raw_fd())?;
-            if sub_st.st_dev != dev {
-                return Err(io::Error::from_raw_os_error(libc::EBUSY));
-            }
-            clear_dir(sub.as_raw_fd(), dev)?;
-            // SAFETY: valid fd and C string.
-            check(unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) })?;
-        } else {
-            // SAFETY: valid fd and C string.
-            check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })?;
-        }
-    }
-    Ok(())
-}
-
-fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: valid fd (or AT_FDCWD) and C string; a new fd or -1.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, 0o600) };
-    check(fd)?;
-    // SAFETY: a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<Option<libc::stat>> {
-    // SAFETY: stat is plain data; zero is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, C string and out pointer.
-    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    match check(r) {
-        Ok(()) => Ok(Some(st)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: stat is plain data; zero is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and out pointer.
-    check(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(st)
-}
-
-/// The names in a directory, without `.` and `..`.
-fn dir_names(dir: RawFd) -> io::Result<Vec<CString>> {
-    let mut d = nix::dir::Dir::openat(
-        // SAFETY: `dir` is an open directory fd for the length of the call.
-        unsafe { BorrowedFd::borrow_raw(dir) },
-        ".",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
-        nix::sys::stat::Mode::empty(),
-    )?;
-    let mut names = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name();
-        if n.to_bytes() != b"." && n.to_bytes() != b".." {
-            names.push(n.to_owned());
-        }
-    }
-    Ok(names)
 }
 
 /// What failed while copying a tree.

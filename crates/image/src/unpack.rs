@@ -22,6 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 
 use crate::digest::{Algorithm, Digest, HashingReader};
+use crate::sys::{check, clear_dir, cstr, is_dir, lstat_at, remove_all_at};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -430,10 +431,6 @@ fn io_err<'a>(entry: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> U
     }
 }
 
-fn cstr(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
 /// openat2(dirfd or AT_FDCWD, path, O_DIRECTORY | O_NOFOLLOW, in root when
 /// a dirfd is given).
 fn open_dir(dirfd: Option<BorrowedFd<'_>>, path: &Path) -> io::Result<OwnedFd> {
@@ -471,84 +468,6 @@ fn open_dir(dirfd: Option<BorrowedFd<'_>>, path: &Path) -> io::Result<OwnedFd> {
             return Err(e);
         }
     }
-}
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// fstatat(AT_SYMLINK_NOFOLLOW); None when absent.
-fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<Option<libc::stat>> {
-    // SAFETY: stat is plain data, filled by the kernel.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, C string and out pointer.
-    let ret = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    match check(ret) {
-        Ok(()) => Ok(Some(st)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn is_dir(st: &libc::stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
-}
-
-/// Removes `name` in `dir`, recursively for a directory, never following
-/// a symlink.
-fn remove_all_at(dir: RawFd, name: &CStr) -> io::Result<()> {
-    let Some(st) = lstat_at(dir, name)? else {
-        return Ok(());
-    };
-    if is_dir(&st) {
-        // SAFETY: valid fd and C string.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        check(fd)?;
-        // SAFETY: a new fd we own.
-        let sub = unsafe { OwnedFd::from_raw_fd(fd) };
-        clear_dir(sub.as_raw_fd())?;
-        // SAFETY: valid fd and C string.
-        check(unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) })
-    } else {
-        // SAFETY: valid fd and C string.
-        check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
-    }
-}
-
-/// Removes everything inside the directory `dir`.
-fn clear_dir(dir: RawFd) -> io::Result<()> {
-    let mut names = Vec::new();
-    {
-        let d = nix::dir::Dir::openat(
-            // SAFETY: dir is a valid open directory fd for this call.
-            unsafe { BorrowedFd::borrow_raw(dir) },
-            ".",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        let mut d = d;
-        for e in d.iter() {
-            let e = e?;
-            let n = e.file_name();
-            if n.to_bytes() != b"." && n.to_bytes() != b".." {
-                names.push(n.to_owned());
-            }
-        }
-    }
-    for n in names {
-        remove_all_at(dir, &n)?;
-    }
-    Ok(())
 }
 
 impl Unpacker {
