@@ -198,20 +198,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let store = Store::open(&cli.root)?;
                 let _held = store.shared_lock()?;
                 let rec = store.resolve(&image)?;
-                if dir.join("rootfs").exists() {
-                    return Err(format!("{}: rootfs already exists", dir.display()).into());
-                }
                 let opts = BundleOptions {
                     hardened,
                     ..Default::default()
                 };
-                let result = pull::unpack_bundle(&store, &rec, &dir, &opts);
-                if result.is_err() {
-                    // Nothing half-written left behind.
-                    let _ = std::fs::remove_dir_all(dir.join("rootfs"));
-                    let _ = std::fs::remove_file(dir.join("config.json"));
-                }
-                result
+                Ok(pull::unpack_bundle(&store, &rec, &dir, &opts)?)
             }
             ImageCommand::Prune => {
                 let store = Store::open(&cli.root)?;

@@ -3,7 +3,7 @@
 //! snapshots → an image record. Up to three layers are fetched and
 //! unpacked at once; a layer is unpacked as soon as its blob is complete.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::digest::Digest;
@@ -321,36 +321,96 @@ fn short(d: &Digest) -> &str {
     &d.encoded()[..12]
 }
 
-/// Writes a runtime bundle for `image` at `dir`: `dir/rootfs` with every
-/// layer applied in order, and `dir/config.json`.
+/// Why a bundle could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackBundleError {
+    #[error("{}: the bundle already has a rootfs", .0.display())]
+    RootfsExists(PathBuf),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("layer {layer}: {source}")]
+    Layer {
+        layer: Digest,
+        source: unpack::UnpackError,
+    },
+    #[error("layer {layer}: its content has diff ID {got}, the image config says {expected}")]
+    DiffId {
+        layer: Digest,
+        expected: Digest,
+        got: Digest,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+}
+
+/// Writes a runtime bundle for `image` at `dir`: `dir/rootfs` (which must
+/// not exist yet) with every layer applied in order, then `dir/config.json`.
+/// On error nothing made here is left: not the rootfs, nor `dir` if it
+/// was created.
 pub fn unpack_bundle(
     store: &Store,
     image: &ImageRecord,
     dir: &Path,
     opts: &crate::bundle::BundleOptions,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), UnpackBundleError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| UnpackBundleError::Io { what, path, source }
+    };
+    let made_dir = !dir.exists();
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).map_err(|e| format!("creating {}: {e}", rootfs.display()))?;
-    for (layer, want) in image.layers.iter().zip(&image.diff_ids) {
-        let blob = store.open_blob(layer)?;
-        let stats = unpack::apply_layer_file(
-            &rootfs,
-            blob,
-            &UnpackOptions {
+    if let Err(e) = std::fs::create_dir(&rootfs) {
+        if made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+            UnpackBundleError::RootfsExists(dir.to_path_buf())
+        } else {
+            io("creating", &rootfs)(e)
+        });
+    }
+    let result = (|| {
+        for (layer, want) in image.layers.iter().zip(&image.diff_ids) {
+            let blob = store.open_blob(layer)?;
+            let opts = UnpackOptions {
                 whiteouts: WhiteoutMode::Apply,
-            },
-        )?;
-        if &stats.diff_id != want {
-            return Err(format!(
-                "layer {layer}: diff ID {} is not the config's {want}",
-                stats.diff_id
-            )
-            .into());
+            };
+            let stats = unpack::apply_layer_file(&rootfs, blob, &opts).map_err(|source| {
+                UnpackBundleError::Layer {
+                    layer: layer.clone(),
+                    source,
+                }
+            })?;
+            if &stats.diff_id != want {
+                return Err(UnpackBundleError::DiffId {
+                    layer: layer.clone(),
+                    expected: want.clone(),
+                    got: stats.diff_id,
+                });
+            }
+        }
+        let config_bytes = store.read_blob(&image.id, manifest::MAX_JSON)?;
+        let config = manifest::parse_config(&config_bytes, &image.id.to_string())?;
+        let spec = crate::bundle::runtime_spec(&config, &rootfs, opts)?;
+        // Written last (temp file, then rename): an error before it leaves
+        // any config.json of the user's untouched.
+        crate::bundle::write_config(dir, &spec)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&rootfs);
+        if made_dir {
+            let _ = std::fs::remove_dir(dir);
         }
     }
-    let config_bytes = store.read_blob(&image.id, manifest::MAX_JSON)?;
-    let config = manifest::parse_config(&config_bytes, &image.id.to_string())?;
-    let spec = crate::bundle::runtime_spec(&config, &rootfs, opts)?;
-    crate::bundle::write_config(dir, &spec)?;
-    Ok(())
+    result
 }

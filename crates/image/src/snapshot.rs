@@ -453,7 +453,11 @@ impl Snapshotter {
                     std::fs::create_dir(d).map_err(io_at("creating", d))?;
                     made.push(d.clone());
                 }
-                let tail = format!(",upperdir={},workdir={}", upper.display(), work.display());
+                let tail = format!(
+                    ",upperdir={},workdir={}",
+                    escape_overlay_path(&upper),
+                    escape_overlay_path(&work)
+                );
                 let joined = lowers
                     .iter()
                     .map(|l| escape_overlay_path(l))
@@ -484,7 +488,10 @@ impl Snapshotter {
                 mount_overlay(&merged, &options).map_err(|source| SnapshotError::Mount {
                     dir: container_dir.to_path_buf(),
                     options: if options.len() > 300 {
-                        format!("{}…", &options[..300])
+                        // Cut at a character boundary: store paths need
+                        // not be ASCII.
+                        let cut = (0..=300).rev().find(|i| options.is_char_boundary(*i));
+                        format!("{}…", &options[..cut.unwrap_or(0)])
                     } else {
                         options.clone()
                     },
@@ -568,31 +575,34 @@ fn publish(tmp: &Path, dest: &Path) -> io::Result<()> {
 }
 
 fn mount_overlay(target: &Path, options: &str) -> io::Result<()> {
-    let t = cpath(target)?;
-    let o = CString::new(options).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid C strings; the data is overlay's option string.
-    check(unsafe {
-        libc::mount(
-            c"overlay".as_ptr(),
-            t.as_ptr(),
-            c"overlay".as_ptr(),
-            0,
-            o.as_ptr().cast(),
-        )
-    })
+    hako_runtime::sys::mount(
+        Some("overlay"),
+        path_str(target)?,
+        Some("overlay"),
+        0,
+        Some(options),
+    )
 }
 
 /// umount2, then a lazy detach if the mount is busy.
 fn unmount(target: &Path) -> io::Result<()> {
-    let t = cpath(target)?;
-    // SAFETY: valid C string.
-    match check(unsafe { libc::umount2(t.as_ptr(), libc::UMOUNT_NOFOLLOW) }) {
+    let t = path_str(target)?;
+    match hako_runtime::sys::umount2(t, libc::UMOUNT_NOFOLLOW) {
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            // SAFETY: valid C string.
-            check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) })
+            hako_runtime::sys::umount2(t, libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW)
         }
         other => other,
     }
+}
+
+/// The runtime's mount wrappers take UTF-8 paths.
+fn path_str(p: &Path) -> io::Result<&str> {
+    p.to_str().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not UTF-8", p.display()),
+        )
+    })
 }
 
 /// Whether `path` is the root of a mount (a different device than its

@@ -16,13 +16,13 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 
 use crate::digest::{Algorithm, Digest, HashingReader};
-use crate::sys::{check, clear_dir, cstr, is_dir, lstat_at, remove_all_at};
+use crate::sys::{check, clear_dir, cstr, is_dir, lstat_at, open_at, remove_all_at};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -173,10 +173,13 @@ pub fn apply_layer(
     tar: impl Read,
     opts: &UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
-    let root = open_dir(None, dest).map_err(|source| UnpackError::Dest {
-        path: dest.to_path_buf(),
-        source,
-    })?;
+    let root =
+        hako_runtime::sys::open(dest, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|source| {
+            UnpackError::Dest {
+                path: dest.to_path_buf(),
+                source,
+            }
+        })?;
     let mut hashing = HashingReader::new(tar, Algorithm::Sha256);
     let mut unpacker = Unpacker {
         root,
@@ -393,7 +396,8 @@ struct Unpacker {
 }
 
 /// An entry's path as plain components below the root: a leading '/' and
-/// '.' are dropped; '..' is refused (it would climb above the layer).
+/// '.' are dropped, '..' is resolved lexically and refused when it would
+/// climb above the layer's root.
 fn clean_path(raw: &[u8], shown: &str) -> Result<PathBuf, UnpackError> {
     if raw.contains(&0) {
         return Err(refused(shown, "the name contains a NUL byte"));
@@ -431,43 +435,16 @@ fn io_err<'a>(entry: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> U
     }
 }
 
-/// openat2(dirfd or AT_FDCWD, path, O_DIRECTORY | O_NOFOLLOW, in root when
-/// a dirfd is given).
-fn open_dir(dirfd: Option<BorrowedFd<'_>>, path: &Path) -> io::Result<OwnedFd> {
-    let c = cstr(path.as_os_str())?;
-    let mut how: libc::open_how = {
-        // SAFETY: open_how is plain data; zero is a valid value.
-        unsafe { std::mem::zeroed() }
-    };
-    how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-    let fd = match dirfd {
-        Some(d) => {
-            how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-            d.as_raw_fd()
-        }
-        None => libc::AT_FDCWD,
-    };
-    loop {
-        // SAFETY: `c` is a valid C string and `how` a valid open_how of
-        // the size passed; the kernel returns a new fd or -1.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                fd,
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if ret >= 0 {
-            // SAFETY: a new fd that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
-    }
+/// Opens the directory `path` below `root`, resolved as if `root` were
+/// `/` (openat2 RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS).
+fn open_dir_in(root: &OwnedFd, path: &Path) -> io::Result<OwnedFd> {
+    hako_runtime::sys::openat2(
+        root.as_raw_fd(),
+        path,
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+        hako_runtime::sys::RESOLVE_IN_ROOT,
+    )
 }
 
 impl Unpacker {
@@ -480,7 +457,14 @@ impl Unpacker {
         if let Some(fd) = self.parents.get(parent) {
             return Ok(fd.as_raw_fd());
         }
-        let fd = match open_dir(Some(self.root.as_fd_borrowed()), parent) {
+        let not_inside = |dir: &Path, e: io::Error| UnpackError::Refused {
+            entry: shown.to_string(),
+            reason: format!(
+                "its parent {} is not a directory inside the layer's root ({e})",
+                dir.display()
+            ),
+        };
+        let fd = match open_dir_in(&self.root, parent) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 // Make the missing directories one by one; each prefix is
@@ -489,8 +473,8 @@ impl Unpacker {
                 let mut prefix = PathBuf::new();
                 for c in parent.components() {
                     prefix.push(c);
-                    match open_dir(Some(self.root.as_fd_borrowed()), &prefix) {
-                        Ok(fd) => cur = fd,
+                    cur = match open_dir_in(&self.root, &prefix) {
+                        Ok(fd) => fd,
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                             let name = cstr(c.as_os_str()).map_err(io_err(shown, "name"))?;
                             // SAFETY: valid fd and C string.
@@ -500,38 +484,14 @@ impl Unpacker {
                                     return Err(io_err(shown, "creating a parent directory")(e));
                                 }
                             }
-                            cur = open_dir(Some(self.root.as_fd_borrowed()), &prefix).map_err(
-                                |e| UnpackError::Refused {
-                                    entry: shown.to_string(),
-                                    reason: format!(
-                                        "its parent {} is not a directory inside the layer's root ({e})",
-                                        prefix.display()
-                                    ),
-                                },
-                            )?;
+                            open_dir_in(&self.root, &prefix).map_err(|e| not_inside(&prefix, e))?
                         }
-                        Err(e) => {
-                            return Err(UnpackError::Refused {
-                                entry: shown.to_string(),
-                                reason: format!(
-                                "its parent {} is not a directory inside the layer's root ({e})",
-                                prefix.display()
-                            ),
-                            })
-                        }
-                    }
+                        Err(e) => return Err(not_inside(&prefix, e)),
+                    };
                 }
                 cur
             }
-            Err(e) => {
-                return Err(UnpackError::Refused {
-                    entry: shown.to_string(),
-                    reason: format!(
-                        "its parent {} is not a directory inside the layer's root ({e})",
-                        parent.display()
-                    ),
-                })
-            }
+            Err(e) => return Err(not_inside(parent, e)),
         };
         let raw = fd.as_raw_fd();
         self.parents.insert(parent.to_path_buf(), fd);
@@ -633,23 +593,15 @@ impl Unpacker {
                 if kind == tar::EntryType::GNUSparse {
                     return Err(refused(&shown, "GNU sparse files are not supported"));
                 }
-                // SAFETY: valid fd and C string; a new fd or -1.
-                let fd = unsafe {
-                    libc::openat(
+                let mut file = File::from(
+                    open_at(
                         dir,
-                        cname.as_ptr(),
-                        libc::O_WRONLY
-                            | libc::O_CREAT
-                            | libc::O_EXCL
-                            | libc::O_NOFOLLOW
-                            | libc::O_CLOEXEC,
-                        0o600,
+                        &cname,
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
                     )
-                };
-                check(fd).map_err(io_err(&shown, "creating the file"))?;
+                    .map_err(io_err(&shown, "creating the file"))?,
+                );
                 let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
-                // SAFETY: a new fd we own.
-                let mut file = unsafe { File::from_raw_fd(fd) };
                 copy_data(&mut entry, &mut file, &mut self.buf, &shown)?;
                 let (uid, gid) = owner(&header)?;
                 // SAFETY: valid fd.
@@ -743,29 +695,21 @@ impl Unpacker {
     ) -> Result<(), UnpackError> {
         let (uid, gid) = owner(header)?;
         let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
-        let flags = libc::O_RDONLY
-            | libc::O_NOFOLLOW
-            | libc::O_CLOEXEC
-            | if directory {
-                libc::O_DIRECTORY
-            } else {
-                libc::O_PATH
-            };
-        // SAFETY: valid fd and C string.
-        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
-        check(fd).map_err(io_err(shown, "opening for metadata"))?;
-        // SAFETY: a new fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         if directory {
+            let fd = open_at(
+                dir,
+                name,
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_DIRECTORY,
+            )
+            .map_err(io_err(shown, "opening for metadata"))?;
             // SAFETY: valid fd.
             check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })
                 .map_err(io_err(shown, "chown"))?;
             // SAFETY: valid fd.
             check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map_err(io_err(shown, "chmod"))
         } else {
-            // An O_PATH fd: chown/chmod through fchownat/fchmodat with
-            // AT_EMPTY_PATH-free names is racy; the special file was just
-            // made by us in a directory no one else writes to.
+            // A device or fifo just made by name (opening one could block
+            // or reach a device): changed by name, without following.
             // SAFETY: valid fd and C string.
             check(unsafe {
                 libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
@@ -788,17 +732,12 @@ impl Unpacker {
         if list.is_empty() {
             return Ok(());
         }
-        // SAFETY: valid fd and C string.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_DIRECTORY,
-            )
-        };
-        check(fd).map_err(io_err(shown, "opening for xattrs"))?;
-        // SAFETY: a new fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = open_at(
+            dir,
+            name,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_DIRECTORY,
+        )
+        .map_err(io_err(shown, "opening for xattrs"))?;
         apply_xattrs(fd.as_raw_fd(), &list, shown)
     }
 
@@ -824,7 +763,7 @@ impl Unpacker {
                     (None, cstr(n).map_err(|_| refused(&shown, "NUL"))?)
                 }
                 (Some(p), Some(n)) => {
-                    let fd = match open_dir(Some(self.root.as_fd_borrowed()), p) {
+                    let fd = match open_dir_in(&self.root, p) {
                         Ok(fd) => fd,
                         Err(_) => continue, // removed by a later whiteout
                     };
@@ -838,16 +777,6 @@ impl Unpacker {
             let _ = set_times(dfd, &name, t);
         }
         Ok(())
-    }
-}
-
-trait AsFdBorrowed {
-    fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
-}
-
-impl AsFdBorrowed for OwnedFd {
-    fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(self)
     }
 }
 

@@ -96,8 +96,8 @@ const LISTENER_SEND_SYSCALL: &str = "sendmsg";
 /// the filter, a notified syscall there would wait for an agent that can
 /// never get the fd: so neither the default action (every syscall) nor a
 /// rule for `sendmsg` may be SCMP_ACT_NOTIFY (runc refuses the default
-/// action and `write`, its own carrier). Checked by `create` before it
-/// makes anything, and again when the filter is compiled.
+/// action and `write`, its own carrier). Part of [`compile`], which
+/// `create` and `exec` run before they make anything.
 pub fn check_notify(s: &LinuxSeccomp) -> Result<(), SeccompError> {
     if !uses_notify(s) {
         return Ok(());

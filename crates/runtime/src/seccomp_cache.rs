@@ -51,9 +51,8 @@ impl Program {
         profile: &LinuxSeccomp,
         cache_dir: Option<&Path>,
     ) -> Result<Program, SeccompError> {
-        // Checked on every start, cached or not: the checks are cheap and
-        // say which rule is wrong.
-        crate::seccomp::check_notify(profile)?;
+        // A cached program was compiled from this very profile (it is the
+        // key), so it passed compile's checks; a new one is checked there.
         let notify = crate::seccomp::uses_notify(profile);
         let flags = flags_of(profile, notify);
         let key = cache_key(profile);

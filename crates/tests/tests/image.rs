@@ -242,6 +242,18 @@ fn pull_by_tag_and_digest_then_run() {
     // User app (1234) with staff and wheel from /etc/group, env, cwd.
     assert_eq!(run_image(&h, &name), "hello\n1234\n1234 10 50\n/srv/work\n");
 
+    // A bundle directory that has a rootfs is refused, and the user's
+    // config.json there is left as it was.
+    let taken = TempDir::new("taken");
+    std::fs::create_dir(taken.path.join("rootfs")).expect("mkdir");
+    std::fs::write(taken.path.join("config.json"), "mine").expect("write");
+    let err = h.fails(&["image", "unpack", &name, &taken.path.to_string_lossy()]);
+    assert!(err.contains("already has a rootfs"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(taken.path.join("config.json")).expect("read"),
+        "mine"
+    );
+
     // By digest, into another store: the same image ID.
     let inspect: Value =
         serde_json::from_str(&h.ok(&["image", "inspect", &name])).expect("inspect");
