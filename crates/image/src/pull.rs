@@ -221,52 +221,12 @@ fn fetch_and_unpack(
                 )
             });
             if !store.has_blob(&layer.digest) && !snapshots.has_layer(&chains[i]) {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(64);
-                let fetched = std::thread::scope(|s| {
-                    let unpacker = s.spawn(|| {
-                        snapshots.add_layer(&chains[i], &layer.digest, &diff_ids[i], |dir| {
-                            let input = std::io::BufReader::with_capacity(
-                                256 << 10,
-                                unpack::ChannelReader::new(rx),
-                            );
-                            let tar =
-                                unpack::decompressed(input).map_err(unpack::UnpackError::Read)?;
-                            unpack::apply_layer(dir, unpack::ChannelReader::threaded(tar), &opts)
-                        })
-                    });
-                    let mut tx = Some(tx);
-                    let fetched =
-                        client.fetch_blob(store, repo, &layer.digest, layer.size, &mut |ev| {
-                            match ev {
-                                BlobEvent::Data(d) => {
-                                    if let Some(b) = &bar {
-                                        b.inc(d.len() as u64);
-                                    }
-                                    if let Some(t) = &tx {
-                                        if t.send(Ok(d.to_vec())).is_err() {
-                                            tx = None;
-                                        }
-                                    }
-                                }
-                                // The unpacker saw bytes twice: let it fail
-                                // (short stream); the file is unpacked below.
-                                BlobEvent::Restart => {
-                                    if let Some(b) = &bar {
-                                        b.set_position(0);
-                                    }
-                                    tx = None
-                                }
-                            }
-                        });
-                    drop(tx);
-                    // A stream that did not make it (a restart, a blob
-                    // another process fetched, a bad layer) leaves no
-                    // snapshot: the verified file is unpacked below, and
-                    // reports the layer's error if there is one.
-                    let _ = unpacker.join();
-                    fetched
-                });
-                fetched?;
+                let target = LayerTarget {
+                    snapshots: &snapshots,
+                    chain_id: &chains[i],
+                    diff_id: &diff_ids[i],
+                };
+                fetch_while_unpacking(client, store, repo, layer, &target, bar.as_ref())?;
             }
             if !store.has_blob(&layer.digest) {
                 // Unpacked already, but the blob went (pruned): fetch it
@@ -314,6 +274,70 @@ fn fetch_and_unpack(
             }
         }
         first
+    })
+}
+
+/// Where a streamed layer goes: the snapshot `chain_id`, whose content
+/// must have `diff_id`.
+struct LayerTarget<'a> {
+    snapshots: &'a Snapshotter,
+    chain_id: &'a Digest,
+    diff_id: &'a Digest,
+}
+
+/// Downloads `layer` into the store and, through a channel, into the
+/// unpacker at once. The snapshot is published only if the unpacked
+/// content has the config's diff ID; a stream that did not make it (a
+/// restart, a blob another process fetched, a bad layer) leaves none, and
+/// the caller unpacks the verified file instead (which reports the layer's
+/// error if there is one). Only the download's error is returned.
+fn fetch_while_unpacking(
+    client: &Client,
+    store: &Store,
+    repo: &str,
+    layer: &manifest::Descriptor,
+    target: &LayerTarget<'_>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<(), RegistryError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(64);
+    let opts = UnpackOptions {
+        whiteouts: WhiteoutMode::Overlay,
+    };
+    std::thread::scope(|s| {
+        let unpacker = s.spawn(|| {
+            target
+                .snapshots
+                .add_layer(target.chain_id, &layer.digest, target.diff_id, |dir| {
+                    let input = std::io::BufReader::with_capacity(
+                        256 << 10,
+                        unpack::ChannelReader::new(rx),
+                    );
+                    let tar = unpack::decompressed(input).map_err(unpack::UnpackError::Read)?;
+                    unpack::apply_layer(dir, unpack::ChannelReader::threaded(tar), &opts)
+                })
+        });
+        let mut tx = Some(tx);
+        let fetched =
+            client.fetch_blob(store, repo, &layer.digest, layer.size, &mut |ev| match ev {
+                BlobEvent::Data(d) => {
+                    if let Some(b) = bar {
+                        b.inc(d.len() as u64);
+                    }
+                    if tx.as_ref().is_some_and(|t| t.send(Ok(d.to_vec())).is_err()) {
+                        tx = None;
+                    }
+                }
+                // The unpacker saw bytes twice: end its stream short so it fails.
+                BlobEvent::Restart => {
+                    if let Some(b) = bar {
+                        b.set_position(0);
+                    }
+                    tx = None;
+                }
+            });
+        drop(tx);
+        let _ = unpacker.join();
+        fetched
     })
 }
 
