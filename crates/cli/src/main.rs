@@ -12,6 +12,7 @@ use hako_image::pull::{self, PullOptions};
 use hako_image::reference::{ImageSource, Reference};
 use hako_image::registry::{self, Client, Credentials};
 use hako_image::store::{ImageRecord, Store};
+use hako_image::transfer::{self, ExportFormat, ExportImage, ImportOptions};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -34,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pull an image from a registry.
+    /// Pull an image from a registry, an OCI layout (oci:DIR[:TAG]) or an
+    /// archive (oci-archive:FILE[:TAG], docker-archive:FILE[:NAME]).
     Pull {
         /// os/arch[/variant] to pick from a multi-platform image.
         #[arg(long)]
@@ -91,6 +93,31 @@ enum Command {
         tls_verify: bool,
         image: String,
         destination: Option<String>,
+    },
+    /// Load images from a docker-archive or OCI archive (stdin without -i).
+    Load {
+        /// The archive to read.
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Save images to an archive (stdout without -o, unless a terminal).
+    Save {
+        /// Where to write it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// docker-archive (default), oci-archive or oci-dir.
+        #[arg(long, default_value = "docker-archive")]
+        format: String,
+        /// Accepted for podman compatibility: a docker-archive may always
+        /// hold several images.
+        #[arg(short, long)]
+        multi_image_archive: bool,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
     },
     /// Storage use.
     System {
@@ -156,14 +183,25 @@ fn run(cli: Cli) -> Result<(), Error> {
             reference,
         } => {
             let store = Store::open(&cli.root)?;
-            let r = registry_ref(&reference)?;
-            let opts = PullOptions {
-                platform: platform.as_deref().map(Platform::parse).transpose()?,
-                quiet,
-                credentials: None,
-                insecure: !tls_verify,
+            let platform = platform.as_deref().map(Platform::parse).transpose()?;
+            let pulled = match ImageSource::parse(&reference)? {
+                ImageSource::Registry(r) => {
+                    let opts = PullOptions {
+                        platform,
+                        quiet,
+                        credentials: None,
+                        insecure: !tls_verify,
+                    };
+                    pull::pull(&store, &r, &opts).map_err(Error::from)
+                }
+                source => transfer::import(&store, &source, &ImportOptions { platform, quiet })
+                    .map_err(Error::from),
             };
-            let rec = pull::pull(&store, &r, &opts)?;
+            // What a failed pull stored goes again (unless another pull
+            // runs: then the next prune takes it).
+            let rec = pulled.inspect_err(|_| {
+                let _ = prune(&store, false);
+            })?;
             if quiet {
                 println!("{}", rec.id.encoded());
             }
@@ -280,8 +318,93 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let store = Store::open(&cli.root)?;
             let rec = store.resolve(&image)?;
-            let dest = registry_ref(destination.as_deref().unwrap_or(&image))?;
-            push(&store, &rec, &dest, !tls_verify)
+            match ImageSource::parse(destination.as_deref().unwrap_or(&image))? {
+                ImageSource::Registry(dest) => push(&store, &rec, &dest, !tls_verify),
+                dest => Ok(transfer::export(&store, &rec, &dest)?),
+            }
+        }
+        Command::Load { input, quiet } => {
+            let store = Store::open(&cli.root)?;
+            // stdin is copied to a file first: an archive is read by name,
+            // not in order.
+            let spool;
+            let path = match input {
+                Some(p) => p,
+                None => {
+                    if std::io::stdin().is_terminal() {
+                        return Err("no archive: give -i FILE or pipe one to stdin".into());
+                    }
+                    spool = Spool::new(&store)?;
+                    std::io::copy(&mut std::io::stdin().lock(), &mut spool.file()?)?;
+                    spool.path.clone()
+                }
+            };
+            let opts = ImportOptions {
+                platform: None,
+                quiet: true,
+            };
+            let loaded = transfer::load(&store, &path, &opts).inspect_err(|_| {
+                let _ = prune(&store, false);
+            })?;
+            for rec in loaded {
+                if rec.names.is_empty() {
+                    println!("Loaded image: {}", rec.id);
+                } else if !quiet {
+                    for n in &rec.names {
+                        println!("Loaded image: {n}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Save {
+            output,
+            format,
+            multi_image_archive: _,
+            quiet: _,
+            images,
+        } => {
+            let format: ExportFormat = format.parse()?;
+            let store = Store::open(&cli.root)?;
+            let records = images
+                .iter()
+                .map(|i| store.resolve(i).map_err(Error::from))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Each image under the name asked for, or all its names when
+            // asked for by ID.
+            let exports: Vec<ExportImage> = records
+                .iter()
+                .zip(&images)
+                .map(|(rec, asked)| {
+                    let normalised = Reference::parse(asked).ok().map(|r| r.to_string());
+                    let names = match normalised.filter(|n| rec.names.contains(n)) {
+                        Some(n) => vec![n],
+                        None => rec.names.clone(),
+                    };
+                    ExportImage { record: rec, names }
+                })
+                .collect();
+            match output {
+                Some(path) => Ok(transfer::save(&store, &exports, format, &path)?),
+                None => {
+                    if format == ExportFormat::OciDir {
+                        return Err("--format oci-dir needs -o DIR".into());
+                    }
+                    if std::io::stdout().is_terminal() {
+                        return Err(
+                            "refusing to write an archive to a terminal: use -o FILE or redirect stdout"
+                                .into(),
+                        );
+                    }
+                    let spool = Spool::new(&store)?;
+                    transfer::save(&store, &exports, format, &spool.path)?;
+                    std::io::copy(
+                        &mut std::fs::File::open(&spool.path)?,
+                        &mut std::io::stdout().lock(),
+                    )?;
+                    Ok(())
+                }
+            }
         }
         Command::System {
             command: SystemCommand::Df,
@@ -328,12 +451,33 @@ fn repo_digests(rec: &ImageRecord) -> Vec<String> {
     out
 }
 
-fn registry_ref(s: &str) -> Result<Reference, Error> {
-    match ImageSource::parse(s)? {
-        ImageSource::Registry(r) => Ok(r),
-        _ => Err(
-            format!("{s}: only registry (docker://) references are supported here so far").into(),
-        ),
+/// A file in the store's ingest directory, removed on drop: stdin for
+/// `load`, the archive `save` writes to stdout.
+struct Spool {
+    path: PathBuf,
+}
+
+impl Spool {
+    fn new(store: &Store) -> Result<Spool, Error> {
+        let path = store
+            .root()
+            .join("ingest")
+            .join(format!("spool-{}.tar", std::process::id()));
+        Ok(Spool { path })
+    }
+
+    fn file(&self) -> Result<std::fs::File, Error> {
+        Ok(std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&self.path)
+            .map_err(|e| format!("creating {}: {e}", self.path.display()))?)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

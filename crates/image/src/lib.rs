@@ -16,10 +16,19 @@
 //! - [`snapshot`]: unpacked layers keyed by chain ID, overlayfs mounts or a
 //!   flattened copy.
 //! - [`bundle`]: image config → runtime `config.json` and rootfs.
-//! - [`pull`]: the pipeline that ties them together.
+//! - [`archive`]: tar archives read by name (never extracted) and written
+//!   in one pass; an image's files in a directory or an archive.
+//! - [`layout`], [`docker_archive`]: OCI image layouts and `docker save`'s
+//!   format.
+//! - [`pull`]: the pipeline that ties them together for registries;
+//!   [`transfer`]: the same for layouts and archives (pull, load, push,
+//!   save).
 
+pub mod archive;
 pub mod bundle;
 pub mod digest;
+pub mod docker_archive;
+pub mod layout;
 pub mod manifest;
 pub mod pull;
 pub mod reference;
@@ -27,6 +36,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod store;
 mod sys;
+pub mod transfer;
 pub mod unpack;
 
 /// A debug line on stderr when HAKO_DEBUG is set.

@@ -348,6 +348,75 @@ pub fn parse_config(bytes: &[u8], what: &str) -> Result<ImageConfig, ManifestErr
     })
 }
 
+/// The OCI form of a Docker schema 2 manifest (as skopeo converts one
+/// when it writes an OCI layout): the same config and layer blobs under
+/// OCI media types. An OCI manifest is returned unchanged.
+pub fn to_oci_manifest(bytes: &[u8], what: &str) -> Result<Vec<u8>, ManifestError> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
+            what: what.into(),
+            source,
+        })?;
+    let media_type = v["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string();
+    match media_type.as_str() {
+        OCI_MANIFEST => return Ok(bytes.to_vec()),
+        DOCKER_MANIFEST => {}
+        _ => {
+            return Err(ManifestError::MediaType {
+                what: what.into(),
+                media_type,
+            })
+        }
+    }
+    v["mediaType"] = OCI_MANIFEST.into();
+    v["config"]["mediaType"] = OCI_CONFIG.into();
+    if let Some(layers) = v["layers"].as_array_mut() {
+        for l in layers {
+            let t = l["mediaType"].as_str().unwrap_or_default().to_string();
+            let oci = match layer_compression(&t) {
+                Some(LayerCompression::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
+                Some(LayerCompression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
+                Some(LayerCompression::None) => "application/vnd.oci.image.layer.v1.tar",
+                None => {
+                    return Err(ManifestError::LayerType {
+                        what: what.into(),
+                        digest: l["digest"].as_str().unwrap_or_default().to_string(),
+                        media_type: t,
+                    })
+                }
+            };
+            l["mediaType"] = oci.into();
+        }
+    }
+    serde_json::to_vec(&v).map_err(|source| ManifestError::Json {
+        what: what.into(),
+        source,
+    })
+}
+
+/// A Docker schema 2 manifest for a config and layers (docker-archive
+/// images, which carry none): (media type, size, digest) each.
+pub fn docker_manifest(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
+    let d = |x: &Descriptor| serde_json::json!({"mediaType": x.media_type, "size": x.size, "digest": x.digest.to_string()});
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": d(config),
+        "layers": layers.iter().map(d).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&m).unwrap_or_default()
+}
+
+/// The Docker layer media type for a layer of this compression.
+pub fn docker_layer_type(c: LayerCompression) -> &'static str {
+    match c {
+        LayerCompression::None => "application/vnd.docker.image.rootfs.diff.tar",
+        LayerCompression::Gzip => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        // Docker has no zstd type of its own; moby reads the OCI one.
+        LayerCompression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +441,30 @@ mod tests {
             parse(oci.as_bytes(), None, "t"),
             Ok(Parsed::Manifest(_))
         ));
+    }
+
+    #[test]
+    fn docker_manifest_to_oci() {
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"{DOCKER_CONFIG}","digest":"{D}","size":1}},
+               "layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D}","size":2}},
+                         {{"mediaType":"application/vnd.docker.image.rootfs.diff.tar","digest":"{D}","size":3}}]}}"#
+        );
+        let oci = to_oci_manifest(m.as_bytes(), "t").expect("convert");
+        let v: serde_json::Value = serde_json::from_slice(&oci).expect("json");
+        assert_eq!(v["mediaType"], OCI_MANIFEST);
+        assert_eq!(v["config"]["mediaType"], OCI_CONFIG);
+        assert_eq!(
+            v["layers"][0]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert_eq!(
+            v["layers"][1]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar"
+        );
+        assert_eq!(v["layers"][1]["size"], 3);
+        assert_eq!(to_oci_manifest(&oci, "t").expect("same"), oci);
+        assert!(to_oci_manifest(br#"{"mediaType":"x"}"#, "t").is_err());
     }
 
     #[test]

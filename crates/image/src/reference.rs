@@ -137,6 +137,23 @@ impl Reference {
         }
     }
 
+    /// Docker's short form of `name:tag` (`docker.io/library/busybox:1` →
+    /// `busybox:1`, `docker.io/u/app:1` → `u/app:1`; other registries keep
+    /// their host), without a digest: what `docker save` writes in
+    /// RepoTags.
+    pub fn familiar(&self) -> String {
+        let name = if self.registry == DOCKER_HUB {
+            self.repository
+                .strip_prefix("library/")
+                .filter(|r| !r.contains('/'))
+                .unwrap_or(&self.repository)
+                .to_string()
+        } else {
+            self.name()
+        };
+        format!("{name}:{}", self.tag.as_deref().unwrap_or("latest"))
+    }
+
     /// The same repository with another tag and no digest.
     pub fn with_tag(&self, tag: &str) -> Reference {
         Reference {
@@ -348,6 +365,10 @@ mod tests {
         assert_eq!(r.manifest_ref(), d);
         assert_eq!(r.api_host(), "registry-1.docker.io");
         assert_eq!(norm("[::1]:5000/x"), "[::1]:5000/x:latest");
+        let fam = |s: &str| Reference::parse(s).expect(s).familiar();
+        assert_eq!(fam("busybox"), "busybox:latest");
+        assert_eq!(fam("docker.io/u/app:1"), "u/app:1");
+        assert_eq!(fam("127.0.0.1:5000/a/b:c"), "127.0.0.1:5000/a/b:c");
         assert_eq!(norm("[::1]/x:t"), "[::1]/x:t");
         assert_eq!(
             norm("Registry.Example.com/a_b/c-d"),
