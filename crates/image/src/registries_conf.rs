@@ -135,6 +135,12 @@ pub struct Source {
 }
 
 impl Source {
+    /// The reference's own host, nothing rewritten (no registries.conf).
+    pub fn direct(reference: &Reference) -> Source {
+        let name = reference.name();
+        Source::at(&name, &name, false, false)
+    }
+
     /// `location` (`host[/path]`) standing for the names under `from`.
     fn at(location: &str, from: &str, insecure: bool, mirror: bool) -> Source {
         let (host, to) = location.split_once('/').unwrap_or((location, ""));
