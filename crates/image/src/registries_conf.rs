@@ -87,6 +87,16 @@ pub enum PullFromMirror {
     TagOnly,
 }
 
+impl std::fmt::Display for PullFromMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PullFromMirror::All => "all",
+            PullFromMirror::DigestOnly => "digest-only",
+            PullFromMirror::TagOnly => "tag-only",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
     /// `host[:port][/path]`.
@@ -285,7 +295,7 @@ impl RegistriesConf {
                 ));
             } else {
                 crate::debug(&format!(
-                    "{reference}: skipping mirror {} (pull-from-mirror {:?})",
+                    "{reference}: skipping mirror {} (pull-from-mirror = {})",
                     m.location, m.pull_from_mirror
                 ));
             }
