@@ -1042,6 +1042,72 @@ mod tests {
     }
 
     #[test]
+    fn only_this_machines_failures_stop_the_fallback() {
+        let d = Digest::sha256_of(b"x");
+        let url = || "http://m/v2/a/blobs/x".to_string();
+        let verify = RegistryError::Store {
+            url: url(),
+            source: StoreError::Verify {
+                expected: d,
+                problem: "content has digest …".into(),
+            },
+        };
+        assert!(!verify.is_local());
+        let too_long = RegistryError::Storing {
+            url: url(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "larger than its descriptor"),
+        };
+        assert!(!too_long.is_local());
+        let disk_full = RegistryError::Storing {
+            url: url(),
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert!(disk_full.is_local());
+        let store = RegistryError::Store {
+            url: url(),
+            source: StoreError::NotFound("x".into()),
+        };
+        assert!(store.is_local());
+        for remote in [
+            RegistryError::NotFound {
+                url: url(),
+                what: String::new(),
+            },
+            RegistryError::Http {
+                url: url(),
+                message: "connection refused".into(),
+            },
+        ] {
+            assert!(!remote.is_local());
+        }
+    }
+
+    #[test]
+    fn a_client_without_registries_conf_speaks_to_the_name() {
+        let r = Reference::parse("busybox").expect("reference");
+        let c = Client::connect(&r, None, false);
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.primary().base, "https://registry-1.docker.io");
+        assert_eq!(c.path(c.primary(), "library/busybox"), "library/busybox");
+        let conf = RegistriesConf::parse(
+            "[[registry]]\nprefix = \"docker.io/library\"\nlocation = \"10.0.0.1:5000/hub\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"localhost:5001\"\n",
+            std::path::Path::new("/t.conf"),
+        )
+        .expect("conf");
+        let c = Client::configured(&r, None, false, &conf, Access::Pull).expect("client");
+        let bases: Vec<_> = c.endpoints.iter().map(|e| e.base.as_str()).collect();
+        assert_eq!(bases, ["http://localhost:5001", "http://10.0.0.1:5000"]);
+        assert_eq!(c.path(&c.endpoints[0], "library/busybox"), "busybox");
+        assert_eq!(c.path(&c.endpoints[1], "library/busybox"), "hub/busybox");
+        let c = Client::configured(&r, None, false, &conf, Access::Direct).expect("client");
+        // The name's own host, with the entry's `insecure` (as podman).
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.primary().base, "http://registry-1.docker.io");
+        assert_eq!(c.path(c.primary(), "library/busybox"), "library/busybox");
+    }
+
+    #[test]
     fn insecure_hosts() {
         assert!(is_insecure("127.0.0.1:5000"));
         assert!(is_insecure("localhost:5000"));
