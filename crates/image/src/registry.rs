@@ -1,5 +1,9 @@
 //! A distribution-spec client: manifests and blobs, with bearer-token and
-//! basic auth, retries and Range resume.
+//! basic auth, retries and Range resume. A client made with
+//! [`Client::configured`] pulls through the mirrors and location that
+//! registries.conf gives the image ([`crate::registries_conf`]), each
+//! endpoint with its own scheme, credentials and tokens, falling through
+//! to the next one when an endpoint fails.
 //!
 //! HTTPS with the system's root certificates; plain HTTP for loopback
 //! hosts (127.0.0.0/8, ::1, localhost), hosts listed in
