@@ -10,6 +10,7 @@ use hako_image::bundle::BundleOptions;
 use hako_image::manifest::Platform;
 use hako_image::pull::{self, PullOptions};
 use hako_image::reference::{ImageSource, Reference};
+use hako_image::registries_conf::{Access, RegistriesConf};
 use hako_image::registry::{self, Client, Credentials};
 use hako_image::store::{ImageRecord, Store};
 use hako_image::transfer::{self, ExportFormat, ExportImage, ImportOptions};
@@ -300,7 +301,15 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let creds = Credentials { username, password };
             let probe = Reference::parse(&format!("{host}/hako-login-probe"))?;
-            Client::connect(&probe, Some(creds.clone()), !tls_verify).ping()?;
+            let conf = RegistriesConf::load()?;
+            Client::configured(
+                &probe,
+                Some(creds.clone()),
+                !tls_verify,
+                &conf,
+                Access::Direct,
+            )?
+            .ping()?;
             let file = registry::save_credentials(&probe.registry, Some(&creds))?;
             println!("Login Succeeded! (credentials in {})", file.display());
             Ok(())
@@ -567,8 +576,16 @@ fn prune(store: &Store, wait: bool) -> Result<(u64, u64), Error> {
 }
 
 fn push(store: &Store, rec: &ImageRecord, dest: &Reference, insecure: bool) -> Result<(), Error> {
+    // Pushes go to the name given (no mirrors, no location rewriting);
+    // registries.conf may mark it insecure or blocked.
+    let client = Client::configured(
+        dest,
+        None,
+        insecure,
+        &RegistriesConf::load()?,
+        Access::Direct,
+    )?;
     let _held = store.shared_lock()?;
-    let client = Client::connect(dest, None, insecure);
     let repo = &dest.repository;
     let quiet = !std::io::stderr().is_terminal();
     let mut blobs = vec![rec.id.clone()];

@@ -11,7 +11,10 @@
 //!   lists; platform selection.
 //! - [`store`]: the content store (blobs written atomically, verified before
 //!   they become visible) and image metadata in an embedded database.
-//! - [`registry`]: the distribution-spec client (auth, retries, resume).
+//! - [`registries_conf`]: registries.conf(5): per-registry settings and
+//!   mirrors.
+//! - [`registry`]: the distribution-spec client (auth, retries, resume,
+//!   mirrors).
 //! - [`unpack`]: applying layer tars to a directory, every path kept inside.
 //! - [`snapshot`]: unpacked layers keyed by chain ID, overlayfs mounts or a
 //!   flattened copy.
@@ -32,6 +35,7 @@ pub mod layout;
 pub mod manifest;
 pub mod pull;
 pub mod reference;
+pub mod registries_conf;
 pub mod registry;
 pub mod snapshot;
 pub mod store;

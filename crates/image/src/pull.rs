@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::digest::Digest;
 use crate::manifest::{self, ImageConfig, Manifest, ManifestError, Parsed, Platform};
 use crate::reference::Reference;
+use crate::registries_conf::{Access, RegistriesConf};
 use crate::registry::{BlobEvent, Client, Credentials, RegistryError};
 use crate::snapshot::{chain_ids, SnapshotError, Snapshotter};
 use crate::store::{ImageRecord, Store, StoreError};
@@ -55,7 +56,9 @@ pub struct PullOptions {
     pub insecure: bool,
 }
 
-/// Pulls `reference` into `store` and unpacks its layers.
+/// Pulls `reference` into `store` and unpacks its layers, through the
+/// mirrors and location registries.conf gives it (the image is recorded
+/// under `reference`'s name).
 pub fn pull(
     store: &Store,
     reference: &Reference,
@@ -70,10 +73,18 @@ pub fn pull(
         reference: name.clone(),
         source,
     };
+    // registries.conf first: a blocked registry leaves nothing behind.
+    let conf = RegistriesConf::load().map_err(RegistryError::from)?;
+    let client = Client::configured(
+        reference,
+        opts.credentials.clone(),
+        opts.insecure,
+        &conf,
+        Access::Pull,
+    )?;
     // Garbage collection must not delete what this pull fetched before the
     // image is recorded.
     let _held = store.shared_lock().map_err(serr)?;
-    let client = Client::connect(reference, opts.credentials.clone(), opts.insecure);
     let repo = &reference.repository;
     let (mut bytes, mut ct, mut digest) = client.manifest(repo, &reference.manifest_ref())?;
     let wanted = opts.platform.clone().unwrap_or_else(Platform::host);

@@ -23,7 +23,7 @@ pub struct ReferenceError {
 
 /// Docker Hub's name in references, and the host its API is served from.
 pub const DOCKER_HUB: &str = "docker.io";
-const DOCKER_HUB_API: &str = "registry-1.docker.io";
+pub(crate) const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
 /// A name in a registry: `registry/repository[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -194,7 +194,7 @@ fn valid_tag(t: &str) -> bool {
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
-fn valid_component(c: &str) -> bool {
+pub(crate) fn valid_component(c: &str) -> bool {
     let b = c.as_bytes();
     if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
         return false;
@@ -222,7 +222,7 @@ fn is_alnum(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit()
 }
 
-fn valid_host(h: &str) -> bool {
+pub(crate) fn valid_host(h: &str) -> bool {
     // `[v6]` and `[v6]:port` keep their colons inside the brackets.
     let (host, port) = if h.starts_with('[') && h.ends_with(']') {
         (h, None)

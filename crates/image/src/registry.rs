@@ -1,5 +1,9 @@
 //! A distribution-spec client: manifests and blobs, with bearer-token and
-//! basic auth, retries and Range resume.
+//! basic auth, retries and Range resume. A client made with
+//! [`Client::configured`] pulls through the mirrors and location that
+//! registries.conf gives the image ([`crate::registries_conf`]), each
+//! endpoint with its own scheme, credentials and tokens, falling through
+//! to the next one when an endpoint fails.
 //!
 //! HTTPS with the system's root certificates; plain HTTP for loopback
 //! hosts (127.0.0.0/8, ::1, localhost), hosts listed in
@@ -12,15 +16,17 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
 
 use crate::digest::Digest;
-use crate::manifest::{ACCEPT, MAX_JSON};
+use crate::manifest::{self, ManifestError, ACCEPT, MAX_JSON};
 use crate::reference::Reference;
-use crate::store::{Store, StoreError};
+use crate::registries_conf::{Access, RegistriesConf, RegistriesConfError, Source};
+use crate::store::{Ingest, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -44,6 +50,46 @@ pub enum RegistryError {
     Store { url: String, source: StoreError },
     #[error("{url}: the response is larger than {limit} bytes")]
     TooLarge { url: String, limit: u64 },
+    #[error("{url}: storing the blob: {source}")]
+    Storing { url: String, source: io::Error },
+    #[error("{url}: {source}")]
+    BadManifest { url: String, source: ManifestError },
+    /// registries.conf: unreadable, malformed, or the registry is blocked.
+    #[error(transparent)]
+    Conf(#[from] RegistriesConfError),
+    /// Every endpoint (mirrors, then the registry) failed, in the order
+    /// they were tried.
+    #[error("{what}: every source failed: {}", join_errors(.errors))]
+    Sources {
+        what: String,
+        errors: Vec<RegistryError>,
+    },
+}
+
+impl RegistryError {
+    /// A failure of this machine (store, disk) rather than of the
+    /// endpoint: trying another endpoint will not help. A blob with other
+    /// content than its digest, or more bytes than its descriptor, is the
+    /// endpoint's fault.
+    fn is_local(&self) -> bool {
+        match self {
+            RegistryError::Store {
+                source: StoreError::Verify { .. },
+                ..
+            } => false,
+            RegistryError::Store { .. } | RegistryError::Conf(_) => true,
+            RegistryError::Storing { source, .. } => source.kind() != io::ErrorKind::InvalidData,
+            _ => false,
+        }
+    }
+}
+
+fn join_errors(errors: &[RegistryError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What [`Client::fetch_blob`] reports as a blob arrives.
@@ -222,54 +268,186 @@ fn is_insecure(host: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A client for one registry host.
-pub struct Client {
+/// One place a client speaks to: a mirror, or the image's registry at
+/// its configured location.
+struct Endpoint {
     agent: ureq::Agent,
+    /// `scheme://api-host`.
     base: String,
-    registry: String,
+    source: Source,
     creds: Option<Credentials>,
     /// Bearer tokens by scope.
     tokens: Mutex<HashMap<String, String>>,
+    /// Attempts per request on transport errors and 5xx (a mirror gives
+    /// way to the next endpoint sooner than the last one).
+    attempts: u32,
+}
+
+/// A client for one image's registry: its mirrors and its location from
+/// registries.conf, or just the host of the reference.
+pub struct Client {
+    /// The registry of the reference, as the user named it.
+    registry: String,
+    /// In the order to try them; the last is the registry itself.
+    endpoints: Vec<Endpoint>,
+    /// The endpoint the last manifest came from: tried first.
+    preferred: AtomicUsize,
 }
 
 impl Client {
     /// A client for `reference`'s registry over HTTPS (plain HTTP for the
     /// insecure hosts above). `creds` override the auth files.
+    /// registries.conf is not read: see [`Client::configured`].
     pub fn new(reference: &Reference, creds: Option<Credentials>) -> Client {
         Client::connect(reference, creds, false)
     }
 
     /// Like [`Client::new`]; `insecure` speaks plain HTTP to any host.
     pub fn connect(reference: &Reference, creds: Option<Credentials>, insecure: bool) -> Client {
-        let host = reference.api_host().to_string();
-        let scheme = if insecure || is_insecure(&reference.registry) {
-            "http"
-        } else {
-            "https"
-        };
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(30))
-            .timeout_read(Duration::from_secs(60))
-            .user_agent(concat!("hako/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let creds = creds.or_else(|| credentials_for(&reference.registry));
+        let agent = agent();
+        let endpoint = Endpoint::new(&agent, Source::direct(reference), insecure, creds);
         Client {
-            agent,
-            base: format!("{scheme}://{host}"),
             registry: reference.registry.clone(),
-            creds,
-            tokens: Mutex::new(HashMap::new()),
+            endpoints: vec![endpoint],
+            preferred: AtomicUsize::new(0),
         }
+    }
+
+    /// A client with `conf`'s settings for `reference`: for
+    /// [`Access::Pull`] its mirrors, then its location; for
+    /// [`Access::Direct`] (pushes, logins) its own host. A blocked
+    /// registry is an error. `creds` (else the auth files' entry for the
+    /// registry's host) are for the registry; a mirror gets the auth
+    /// files' entry for its own host. `insecure` is plain HTTP to every
+    /// endpoint, as podman's `--tls-verify=false`.
+    pub fn configured(
+        reference: &Reference,
+        creds: Option<Credentials>,
+        insecure: bool,
+        conf: &RegistriesConf,
+        access: Access,
+    ) -> Result<Client, RegistryError> {
+        let agent = agent();
+        let endpoints: Vec<Endpoint> = conf
+            .sources(reference, access)?
+            .into_iter()
+            .map(|s| {
+                let creds = if s.mirror { None } else { creds.clone() };
+                Endpoint::new(&agent, s, insecure, creds)
+            })
+            .collect();
+        for e in &endpoints {
+            crate::debug(&format!(
+                "{reference}: {} {}",
+                if e.source.mirror {
+                    "mirror"
+                } else {
+                    "registry"
+                },
+                e.base
+            ));
+        }
+        Ok(Client {
+            registry: reference.registry.clone(),
+            endpoints,
+            preferred: AtomicUsize::new(0),
+        })
     }
 
     pub fn registry(&self) -> &str {
         &self.registry
     }
 
+    /// The registry itself (pushes, pings): the last endpoint.
+    fn primary(&self) -> &Endpoint {
+        // `configured` and `connect` always make at least one.
+        &self.endpoints[self.endpoints.len() - 1]
+    }
+
     /// GET /v2/: checks the registry answers and the credentials work.
     pub fn ping(&self) -> Result<(), RegistryError> {
-        let url = format!("{}/v2/", self.base);
-        self.send("GET", &url, "", &[], None).map(|_| ())
+        let ep = self.primary();
+        let url = format!("{}/v2/", ep.base);
+        ep.send("GET", &url, "", &[], None).map(|_| ())
+    }
+
+    /// `repository` (under the client's registry) on endpoint `ep`.
+    fn path(&self, ep: &Endpoint, repository: &str) -> String {
+        ep.source
+            .repository(&format!("{}/{repository}", self.registry))
+            .unwrap_or_else(|| repository.to_string())
+    }
+
+    /// Runs `f` on each endpoint, the preferred first, until one succeeds;
+    /// returns its result and index. `f` is told whether its endpoint is
+    /// the last one left. An error of this machine (the store, the disk)
+    /// ends the tries; the others are kept, and all of them reported when
+    /// every endpoint failed.
+    fn try_each<T>(
+        &self,
+        what: impl Fn() -> String,
+        mut f: impl FnMut(&Endpoint, bool) -> Result<T, RegistryError>,
+    ) -> Result<(T, usize), RegistryError> {
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed).min(n - 1);
+        let order: Vec<usize> = std::iter::once(first)
+            .chain((0..n).filter(|&i| i != first))
+            .collect();
+        let mut errors = Vec::new();
+        for (k, &i) in order.iter().enumerate() {
+            let last = k + 1 == n;
+            match f(&self.endpoints[i], last) {
+                Ok(v) => return Ok((v, i)),
+                Err(e) if e.is_local() => return Err(e),
+                Err(e) => {
+                    if let Some(&next) = order.get(k + 1) {
+                        crate::debug(&format!(
+                            "{}: {e}; trying {}",
+                            what(),
+                            self.endpoints[next].base
+                        ));
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        if errors.len() == 1 {
+            if let Some(e) = errors.pop() {
+                return Err(e);
+            }
+        }
+        Err(RegistryError::Sources {
+            what: what(),
+            errors,
+        })
+    }
+}
+
+impl Endpoint {
+    fn new(
+        agent: &ureq::Agent,
+        source: Source,
+        insecure: bool,
+        creds: Option<Credentials>,
+    ) -> Endpoint {
+        let scheme = if insecure || source.insecure || is_insecure(&source.host) {
+            "http"
+        } else {
+            "https"
+        };
+        let api_host = if source.host == crate::reference::DOCKER_HUB {
+            crate::reference::DOCKER_HUB_API
+        } else {
+            &source.host
+        };
+        Endpoint {
+            agent: agent.clone(),
+            base: format!("{scheme}://{api_host}"),
+            creds: creds.or_else(|| credentials_for(&source.host)),
+            tokens: Mutex::new(HashMap::new()),
+            attempts: if source.mirror { 2 } else { 5 },
+            source,
+        }
     }
 
     /// Sends a request with auth, retrying transport errors and 5xx, and
@@ -337,7 +515,7 @@ impl Client {
                             .collect(),
                     })
                 }
-                Err(ureq::Error::Status(code, r)) if code >= 500 && attempts < 5 => {
+                Err(ureq::Error::Status(code, r)) if code >= 500 && attempts < self.attempts => {
                     drop(r);
                     std::thread::sleep(delay);
                     delay *= 2;
@@ -355,7 +533,9 @@ impl Client {
                         ),
                     })
                 }
-                Err(ureq::Error::Transport(t)) if attempts < 5 && !is_tls_failure(&t) => {
+                Err(ureq::Error::Transport(t))
+                    if attempts < self.attempts && !is_tls_failure(&t) =>
+                {
                     crate::debug(&format!("{url}: {t}; retrying"));
                     std::thread::sleep(delay);
                     delay *= 2;
@@ -463,19 +643,14 @@ impl Client {
         Ok(())
     }
 
-    fn scope(repository: &str, actions: &str) -> String {
-        format!("repository:{repository}:{actions}")
-    }
-
-    /// Fetches a manifest by tag or digest: (bytes, content type, digest).
-    /// A manifest asked for by digest is verified against it.
-    pub fn manifest(
+    /// A manifest from this endpoint (see [`Client::manifest`]).
+    fn manifest(
         &self,
         repository: &str,
         reference: &str,
     ) -> Result<(Vec<u8>, Option<String>, Digest), RegistryError> {
         let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
-        let scope = Self::scope(repository, "pull");
+        let scope = scope(repository, "pull");
         let resp = self.send("GET", &url, &scope, &[("Accept", ACCEPT)], None)?;
         let ct = resp.header("content-type").map(str::to_string);
         let header_digest = resp
@@ -520,34 +695,16 @@ impl Client {
         Ok((bytes, ct, digest))
     }
 
-    /// Downloads blob `digest` of `size` bytes into the store, verified,
-    /// resuming with Range after a broken connection. `on_data` sees every
-    /// byte as it arrives, in order ([`BlobEvent::Restart`] when a server
-    /// ignored a Range request and sent the blob again from the start);
-    /// nothing when the store already has the blob. While another process
-    /// downloads the same blob into the store, this waits for it.
-    pub fn fetch_blob(
+    /// Downloads blob `url` of `size` bytes into `ingest`, resuming with
+    /// Range after a broken connection (see [`Client::fetch_blob`]).
+    fn download(
         &self,
-        store: &Store,
-        repository: &str,
-        digest: &Digest,
+        url: &str,
+        scope: &str,
+        ingest: &mut Ingest<'_>,
         size: u64,
         on_data: &mut dyn FnMut(BlobEvent<'_>),
     ) -> Result<(), RegistryError> {
-        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
-        if store.has_blob(digest) {
-            return Ok(());
-        }
-        let store_err = |source| RegistryError::Store {
-            url: url.clone(),
-            source,
-        };
-        let lock = store.lock_blob(digest).map_err(store_err)?;
-        if store.has_blob(digest) {
-            return Ok(());
-        }
-        let mut ingest = store.ingest(digest, Some(size)).map_err(store_err)?;
-        let scope = Self::scope(repository, "pull");
         let mut failures = 0;
         // The most bytes any attempt reached: only beating it is progress
         // (a server that ignores Range starts from 0 every time).
@@ -563,12 +720,12 @@ impl Client {
             } else {
                 vec![]
             };
-            let resp = self.send("GET", &url, &scope, &headers, None)?;
+            let resp = self.send("GET", url, scope, &headers, None)?;
             if offset > 0 && resp.status() != 206 {
                 // The server sent everything again.
-                ingest.restart().map_err(|e| RegistryError::Http {
-                    url: url.clone(),
-                    message: e.to_string(),
+                ingest.restart().map_err(|source| RegistryError::Storing {
+                    url: url.into(),
+                    source,
                 })?;
                 on_data(BlobEvent::Restart);
             }
@@ -580,12 +737,12 @@ impl Client {
                     Ok(n) => n,
                     Err(e) => break Some(e),
                 };
-                // A write error is local (disk full, more bytes than the
-                // descriptor says): no retry helps.
-                if let Err(e) = ingest.write_all(&buf[..n]) {
-                    return Err(RegistryError::Http {
-                        url,
-                        message: format!("storing the blob: {e}"),
+                // A write error is no reason to ask this endpoint again
+                // (disk full, more bytes than the descriptor says).
+                if let Err(source) = ingest.write_all(&buf[..n]) {
+                    return Err(RegistryError::Storing {
+                        url: url.into(),
+                        source,
                     });
                 }
                 on_data(BlobEvent::Data(&buf[..n]));
@@ -593,8 +750,8 @@ impl Client {
             if stopped.is_none() && ingest.written() >= size {
                 break;
             }
-            // Another attempt after progress; five in a row without any
-            // end it.
+            // Another attempt after progress; `attempts` in a row
+            // without any end it.
             if ingest.written() > best {
                 best = ingest.written();
                 failures = 0;
@@ -604,27 +761,111 @@ impl Client {
                 Some(e) => format!("{e} at {} of {size} bytes", ingest.written()),
                 None => format!("the blob ended at {} of {size} bytes", ingest.written()),
             };
-            if failures > 5 {
-                return Err(RegistryError::Http { url, message: why });
+            if failures > self.attempts {
+                return Err(RegistryError::Http {
+                    url: url.into(),
+                    message: why,
+                });
             }
             crate::debug(&format!("{url}: {why}; resuming"));
             std::thread::sleep(Duration::from_millis(100 << failures));
         }
-        let published = ingest.commit().map_err(store_err);
-        drop(lock);
-        published
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Fetches a manifest by tag or digest: (bytes, content type, digest).
+    /// A manifest asked for by digest is verified against it. Endpoints
+    /// are tried in turn; one that fails, or serves a manifest that does
+    /// not parse while others are left, is skipped. The endpoint that
+    /// answered is asked first from then on (blobs included).
+    pub fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, Option<String>, Digest), RegistryError> {
+        let what = || format!("{}/{repository}: manifest {reference}", self.registry);
+        let (got, i) = self.try_each(what, |ep, last| {
+            let path = self.path(ep, repository);
+            let got = ep.manifest(&path, reference)?;
+            if !last {
+                let url = format!("{}/v2/{path}/manifests/{reference}", ep.base);
+                if let Err(source) = manifest::parse(&got.0, got.1.as_deref(), &url) {
+                    return Err(RegistryError::BadManifest { url, source });
+                }
+            }
+            Ok(got)
+        })?;
+        self.preferred.store(i, Ordering::Relaxed);
+        Ok(got)
     }
 
-    /// True when the registry has blob `digest` in `repository`.
+    /// Downloads blob `digest` of `size` bytes into the store, verified,
+    /// resuming with Range after a broken connection, from the endpoint
+    /// of the last manifest first, then the others. `on_data` sees every
+    /// byte as it arrives, in order ([`BlobEvent::Restart`] when a server
+    /// ignored a Range request and sent the blob again from the start, or
+    /// the next endpoint is tried after some bytes came); nothing when the
+    /// store already has the blob. While another process downloads the
+    /// same blob into the store, this waits for it.
+    pub fn fetch_blob(
+        &self,
+        store: &Store,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        on_data: &mut dyn FnMut(BlobEvent<'_>),
+    ) -> Result<(), RegistryError> {
+        if store.has_blob(digest) {
+            return Ok(());
+        }
+        let blob_url = |ep: &Endpoint| {
+            format!(
+                "{}/v2/{}/blobs/{digest}",
+                ep.base,
+                self.path(ep, repository)
+            )
+        };
+        let lock = store
+            .lock_blob(digest)
+            .map_err(|source| RegistryError::Store {
+                url: blob_url(self.primary()),
+                source,
+            })?;
+        if store.has_blob(digest) {
+            return Ok(());
+        }
+        let mut delivered = false;
+        let what = || format!("{}/{repository}: blob {digest}", self.registry);
+        let fetched = self.try_each(what, |ep, _| {
+            if std::mem::take(&mut delivered) {
+                on_data(BlobEvent::Restart);
+            }
+            let url = blob_url(ep);
+            let store_err = |source| RegistryError::Store {
+                url: url.clone(),
+                source,
+            };
+            let mut ingest = store.ingest(digest, Some(size)).map_err(store_err)?;
+            let scope = scope(&self.path(ep, repository), "pull");
+            ep.download(&url, &scope, &mut ingest, size, &mut |ev| {
+                delivered |= matches!(ev, BlobEvent::Data(_));
+                on_data(ev);
+            })?;
+            ingest.commit().map_err(store_err)
+        });
+        drop(lock);
+        fetched.map(|_| ())
+    }
+
+    /// True when the registry (not a mirror) has blob `digest` in
+    /// `repository`.
     pub fn has_blob(&self, repository: &str, digest: &Digest) -> Result<bool, RegistryError> {
-        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
-        match self.send(
-            "HEAD",
-            &url,
-            &Self::scope(repository, "pull,push"),
-            &[],
-            None,
-        ) {
+        let ep = self.primary();
+        let repository = &self.path(ep, repository);
+        let url = format!("{}/v2/{repository}/blobs/{digest}", ep.base);
+        match ep.send("HEAD", &url, &scope(repository, "pull,push"), &[], None) {
             Ok(_) => Ok(true),
             Err(RegistryError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -644,12 +885,14 @@ impl Client {
         if self.has_blob(repository, digest)? {
             return Ok(());
         }
-        let scope = Self::scope(repository, "pull,push");
-        let mut url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
+        let ep = self.primary();
+        let repository = &self.path(ep, repository);
+        let scope = scope(repository, "pull,push");
+        let mut url = format!("{}/v2/{repository}/blobs/uploads/", ep.base);
         if let Some(from) = mount_from {
             url.push_str(&format!("?mount={digest}&from={}", urlencode(from)));
         }
-        let resp = self.send(
+        let resp = ep.send(
             "POST",
             &url,
             &scope,
@@ -663,11 +906,11 @@ impl Client {
         let mut put = if location.starts_with("http") {
             location
         } else {
-            format!("{}{}", self.base, location)
+            format!("{}{}", ep.base, location)
         };
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={}", urlencode(&digest.to_string())));
-        self.send(
+        ep.send(
             "PUT",
             &put,
             &scope,
@@ -684,16 +927,30 @@ impl Client {
         media_type: &str,
         data: &[u8],
     ) -> Result<(), RegistryError> {
-        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
-        self.send(
+        let ep = self.primary();
+        let repository = &self.path(ep, repository);
+        let url = format!("{}/v2/{repository}/manifests/{reference}", ep.base);
+        ep.send(
             "PUT",
             &url,
-            &Self::scope(repository, "pull,push"),
+            &scope(repository, "pull,push"),
             &[("Content-Type", media_type)],
             Some(Body::Bytes(data)),
         )?;
         Ok(())
     }
+}
+
+fn scope(repository: &str, actions: &str) -> String {
+    format!("repository:{repository}:{actions}")
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(Duration::from_secs(60))
+        .user_agent(concat!("hako/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// A TLS handshake or certificate failure: retrying will not help.
@@ -786,6 +1043,72 @@ mod tests {
         assert_eq!(m["realm"], "https://auth.docker.io/token");
         assert_eq!(m["service"], "registry.docker.io");
         assert_eq!(m["scope"], "repository:library/busybox:pull");
+    }
+
+    #[test]
+    fn only_this_machines_failures_stop_the_fallback() {
+        let d = Digest::sha256_of(b"x");
+        let url = || "http://m/v2/a/blobs/x".to_string();
+        let verify = RegistryError::Store {
+            url: url(),
+            source: StoreError::Verify {
+                expected: d,
+                problem: "content has digest …".into(),
+            },
+        };
+        assert!(!verify.is_local());
+        let too_long = RegistryError::Storing {
+            url: url(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "larger than its descriptor"),
+        };
+        assert!(!too_long.is_local());
+        let disk_full = RegistryError::Storing {
+            url: url(),
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert!(disk_full.is_local());
+        let store = RegistryError::Store {
+            url: url(),
+            source: StoreError::NotFound("x".into()),
+        };
+        assert!(store.is_local());
+        for remote in [
+            RegistryError::NotFound {
+                url: url(),
+                what: String::new(),
+            },
+            RegistryError::Http {
+                url: url(),
+                message: "connection refused".into(),
+            },
+        ] {
+            assert!(!remote.is_local());
+        }
+    }
+
+    #[test]
+    fn a_client_without_registries_conf_speaks_to_the_name() {
+        let r = Reference::parse("busybox").expect("reference");
+        let c = Client::connect(&r, None, false);
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.primary().base, "https://registry-1.docker.io");
+        assert_eq!(c.path(c.primary(), "library/busybox"), "library/busybox");
+        let conf = RegistriesConf::parse(
+            "[[registry]]\nprefix = \"docker.io/library\"\nlocation = \"10.0.0.1:5000/hub\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"localhost:5001\"\n",
+            std::path::Path::new("/t.conf"),
+        )
+        .expect("conf");
+        let c = Client::configured(&r, None, false, &conf, Access::Pull).expect("client");
+        let bases: Vec<_> = c.endpoints.iter().map(|e| e.base.as_str()).collect();
+        assert_eq!(bases, ["http://localhost:5001", "http://10.0.0.1:5000"]);
+        assert_eq!(c.path(&c.endpoints[0], "library/busybox"), "busybox");
+        assert_eq!(c.path(&c.endpoints[1], "library/busybox"), "hub/busybox");
+        let c = Client::configured(&r, None, false, &conf, Access::Direct).expect("client");
+        // The name's own host, with the entry's `insecure` (as podman).
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.primary().base, "http://registry-1.docker.io");
+        assert_eq!(c.path(c.primary(), "library/busybox"), "library/busybox");
     }
 
     #[test]

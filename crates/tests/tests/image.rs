@@ -184,6 +184,64 @@ fn push_then_skopeo_inspect() {
     assert_eq!(v["Labels"]["org.example.team"], "images");
 }
 
+#[test]
+fn registries_conf_location_and_mirror_with_docker_registry() {
+    let dir = TempDir::new("img");
+    let layout = dir.path.join("layout");
+    make_layout(&layout, &test_rootfs(&dir.path), app_config(), &["amd64"]);
+    let origin = Registry::start("");
+    let mirror = Registry::start("");
+    push(
+        &layout,
+        &format!("{}/hub/library/app:latest", origin.addr),
+        &[],
+    );
+    push(&layout, &format!("{}/library/app:latest", mirror.addr), &[]);
+
+    // docker.io/library is served from another registry and path (there
+    // is no way to docker.io from here).
+    let h = Hako::new();
+    std::fs::write(
+        h.conf_file(),
+        format!(
+            "[[registry]]\nprefix = \"docker.io/library\"\n\
+             location = \"{}/hub/library\"\n",
+            origin.addr
+        ),
+    )
+    .expect("registries.conf");
+    h.ok(&["pull", "-q", "app"]);
+    let images = h.ok(&["images"]);
+    assert!(images.contains("docker.io/library/app"), "{images}");
+    assert_eq!(run_image(&h, "app"), "hello\n1234\n1234 10 50\n/srv/work\n");
+    let inspect: Value = serde_json::from_str(&h.ok(&["image", "inspect", "app"])).expect("json");
+    let digest = inspect[0]["Digest"].as_str().expect("digest").to_string();
+
+    // With a mirror, and the location gone: by digest from the mirror.
+    drop(origin);
+    let h = Hako::new();
+    std::fs::write(
+        h.conf_file(),
+        format!(
+            "[[registry]]\nprefix = \"docker.io/library\"\nlocation = \"127.0.0.1:1/hub\"\n\
+             [[registry.mirror]]\nlocation = \"{}/library\"\n\
+             pull-from-mirror = \"digest-only\"\n",
+            mirror.addr
+        ),
+    )
+    .expect("registries.conf");
+    let by_digest = format!("docker.io/library/app@{digest}");
+    let id = h.ok(&["pull", "-q", &by_digest]);
+    assert_eq!(id.trim(), inspect[0]["Id"].as_str().expect("id"));
+    assert_eq!(
+        run_image(&h, &by_digest),
+        "hello\n1234\n1234 10 50\n/srv/work\n"
+    );
+    // A tag is not for this mirror, and the location is down.
+    let err = h.fails(&["pull", "-q", "app"]);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
 // ---- the unpacker against hostile layers ----------------------------------
 
 /// A tar entry with raw name bytes (tar::Header::set_path refuses '..').

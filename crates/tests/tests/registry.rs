@@ -4,7 +4,8 @@
 //! It checks what a real registry cannot be made to do on demand
 //! (image.rs covers Debian's docker-registry with skopeo): several hako
 //! processes sharing one store, garbage collection during a pull, schema 1,
-//! artifacts, wrong and truncated content, oversized manifests, auth.json.
+//! artifacts, wrong and truncated content, oversized manifests, auth.json,
+//! registries.conf mirrors that are down or wrong.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -106,6 +107,17 @@ impl FakeRegistry {
             .filter(|l| **l == want)
             .count()
     }
+
+    /// How many requests it had.
+    fn total(&self) -> usize {
+        self.log.lock().expect("log").len()
+    }
+}
+
+/// A 127.0.0.1 address nothing listens on.
+fn dead_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
 }
 
 impl Drop for FakeRegistry {
@@ -300,7 +312,17 @@ impl Hako {
         self.dir.path.join("auth.json")
     }
 
-    /// `hako --root … ARGS` with its own auth file and no ~/.docker.
+    /// Its registries.conf (none until [`Hako::conf`] writes it).
+    fn conf_file(&self) -> PathBuf {
+        self.dir.path.join("registries.conf")
+    }
+
+    fn conf(&self, text: &str) {
+        std::fs::write(self.conf_file(), text).expect("registries.conf");
+    }
+
+    /// `hako --root … ARGS` with its own auth file and registries.conf
+    /// (never /etc's) and no ~/.docker.
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin_dir().join("hako"));
         c.arg("--root")
@@ -309,6 +331,7 @@ impl Hako {
             .arg(self.dir.path.join("run"))
             .args(args)
             .env("REGISTRY_AUTH_FILE", self.auth_file())
+            .env("HAKO_REGISTRIES_CONF", self.conf_file())
             .env("HOME", self.dir.path.join("home"))
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("HAKO_INSECURE_REGISTRIES");
@@ -938,4 +961,241 @@ fn a_download_cut_again_and_again_is_resumed_while_it_progresses() {
         assert_eq!(*r, Some(500 * i), "{ranges:?}");
     }
     assert!(h.blob(&layer).exists());
+}
+
+// ---- registries.conf: mirrors, locations, blocked ------------------------------
+
+/// /hello.txt of `name` unpacked into a bundle.
+fn unpacked_hello(h: &Hako, name: &str) -> String {
+    let bundle = TempDir::new("hako-bundle");
+    let dir = bundle.path.join("b");
+    h.ok(&["image", "unpack", name, &dir.to_string_lossy()]);
+    std::fs::read_to_string(dir.join("rootfs/hello.txt")).expect("hello.txt")
+}
+
+#[test]
+fn a_mirror_serves_the_pull_while_the_registry_is_down() {
+    let img = image("application/vnd.oci.image.config.v1+json");
+    let (id, layer) = (img.config.clone(), img.layer.clone());
+    let mirror = FakeRegistry::start(serve_image(img, |r| r));
+    let primary = dead_addr();
+    let name = format!("{primary}/test/app");
+
+    // Without registries.conf the pull has nowhere to go.
+    let h = Hako::new();
+    let err = h.fails(&["pull", "-q", &name]);
+    assert!(err.contains(&primary), "{err}");
+    assert_eq!(mirror.total(), 0);
+
+    h.conf(&format!(
+        "[[registry]]\nprefix = \"{primary}/test\"\n\
+         [[registry.mirror]]\nlocation = \"{}/test\"\n",
+        mirror.addr
+    ));
+    assert_eq!(h.ok(&["pull", "-q", &name]).trim(), id.encoded());
+    assert_eq!(mirror.count("GET", "/v2/test/app/manifests/latest"), 1);
+    assert_eq!(
+        mirror.count("GET", &format!("/v2/test/app/blobs/{layer}")),
+        1
+    );
+    // Recorded under the name asked for, not the mirror's.
+    let images = h.ok(&["images"]);
+    assert!(images.contains(&format!("{primary}/test/app")), "{images}");
+    assert!(!images.contains(&mirror.addr), "{images}");
+    assert_eq!(unpacked_hello(&h, &name), "hello from the test registry\n");
+}
+
+#[test]
+fn mirrors_that_are_down_or_wrong_are_skipped_in_order() {
+    let img = image("application/vnd.oci.image.config.v1+json");
+    let (id, layer) = (img.config.clone(), img.layer.clone());
+    let layer_path = format!("/v2/test/app/blobs/{layer}");
+    let manifest_path = "/v2/test/app/manifests/latest";
+    let down = dead_addr();
+    // Answers every request with bytes that are no manifest (nor blob).
+    let garbage = FakeRegistry::start(Box::new(|req: &Request| {
+        if req.path == "/v2/" {
+            Reply::ok(b"{}".to_vec())
+        } else {
+            Reply::ok(b"<html>captive portal</html>".to_vec()).header("Content-Type", OCI_MANIFEST)
+        }
+    }));
+    // The right manifest, a layer of the right size with other bytes.
+    let wrong_blob = FakeRegistry::start(serve_image(
+        image("application/vnd.oci.image.config.v1+json"),
+        |mut r| {
+            r.body[0] ^= 0xff;
+            r
+        },
+    ));
+    let primary = FakeRegistry::start(serve_image(img, |r| r));
+    let h = Hako::new();
+    let mut conf = format!("[[registry]]\nlocation = \"{}\"\n", primary.addr);
+    for m in [&down, &garbage.addr, &wrong_blob.addr] {
+        conf.push_str(&format!("[[registry.mirror]]\nlocation = \"{m}\"\n"));
+    }
+    h.conf(&conf);
+    let name = format!("{}/test/app", primary.addr);
+    let out = h
+        .cmd(&["pull", "-q", &name])
+        .env("HAKO_DEBUG", "1")
+        .output()
+        .expect("pull");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id.encoded());
+    // The manifest came from the first mirror that served a good one …
+    assert_eq!(garbage.count("GET", manifest_path), 1);
+    assert_eq!(wrong_blob.count("GET", manifest_path), 1);
+    assert_eq!(primary.count("GET", manifest_path), 0);
+    // … and so did the config; its wrong layer sent the pull on to the
+    // others, and the registry had it.
+    assert_eq!(wrong_blob.count("GET", &layer_path), 1);
+    assert_eq!(primary.count("GET", &layer_path), 1);
+    assert!(err.contains(&format!("trying http://{down}")), "{err}");
+    assert!(err.contains("content has digest"), "{err}");
+    // The garbage manifest sent it on to the wrong-blob mirror; that
+    // mirror's layer, round the others, to the registry.
+    assert!(
+        err.contains(&format!("trying http://{}", wrong_blob.addr)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("trying http://{}", primary.addr)),
+        "{err}"
+    );
+    assert!(h.blob(&layer).exists());
+    assert_eq!(h.ingest_files(), Vec::<PathBuf>::new());
+    assert_eq!(unpacked_hello(&h, &name), "hello from the test registry\n");
+
+    // Every endpoint failing: one error naming them all.
+    let h = Hako::new();
+    h.conf(&format!(
+        "[[registry]]\nprefix = \"{down}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+        garbage.addr
+    ));
+    let err = h.fails(&["pull", "-q", &format!("{down}/test/app")]);
+    assert!(err.contains("every source failed"), "{err}");
+    assert!(err.contains(&garbage.addr) && err.contains(&down), "{err}");
+    assert_eq!(h.ok(&["images", "-q"]), "");
+}
+
+#[test]
+fn digest_only_and_tag_only_mirrors() {
+    let img = image("application/vnd.oci.image.config.v1+json");
+    let digest = img.manifest_digest.clone();
+    let copy = || image("application/vnd.oci.image.config.v1+json");
+    let by_digest = FakeRegistry::start(serve_image(copy(), |r| r));
+    let by_tag = FakeRegistry::start(serve_image(copy(), |r| r));
+    let primary = FakeRegistry::start(serve_image(img, |r| r));
+    let conf = format!(
+        "[[registry]]\nlocation = \"{}\"\n\
+         [[registry.mirror]]\nlocation = \"{}\"\npull-from-mirror = \"digest-only\"\n\
+         [[registry.mirror]]\nlocation = \"{}\"\npull-from-mirror = \"tag-only\"\n",
+        primary.addr, by_digest.addr, by_tag.addr
+    );
+    let h = Hako::new();
+    h.conf(&conf);
+    h.ok(&["pull", "-q", &format!("{}/test/app:latest", primary.addr)]);
+    assert_eq!(by_digest.total(), 0, "a digest-only mirror served a tag");
+    assert_eq!(by_tag.count("GET", "/v2/test/app/manifests/latest"), 1);
+    assert_eq!(primary.total(), 0);
+
+    let h = Hako::new();
+    h.conf(&conf);
+    h.ok(&["pull", "-q", &format!("{}/test/app@{digest}", primary.addr)]);
+    assert_eq!(
+        by_digest.count("GET", &format!("/v2/test/app/manifests/{digest}")),
+        1
+    );
+    assert_eq!(
+        by_tag.count("GET", "/v2/test/app/manifests/latest"),
+        1,
+        "unchanged"
+    );
+    assert_eq!(primary.total(), 0);
+}
+
+#[test]
+fn a_blocked_registry_is_refused_for_pull_and_push() {
+    let blocked = FakeRegistry::start(serve_image(
+        image("application/vnd.oci.image.config.v1+json"),
+        |r| r,
+    ));
+    let other = FakeRegistry::start(serve_image(
+        image("application/vnd.oci.image.config.v1+json"),
+        |r| r,
+    ));
+    let h = Hako::new();
+    h.conf(&format!(
+        "[[registry]]\nprefix = \"{}/test\"\nblocked = true\n",
+        blocked.addr
+    ));
+    let name = format!("{}/test/app", blocked.addr);
+    let err = h.fails(&["pull", "-q", &name]);
+    assert!(
+        err.contains(&format!("{name} is blocked by {}", h.conf_file().display())),
+        "{err}"
+    );
+    assert_eq!(blocked.total(), 0);
+    assert_eq!(h.ok(&["images", "-q"]), "");
+    let blobs = std::fs::read_dir(h.root().join("blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0);
+
+    // Pushing there is refused too, before any request.
+    let from = format!("{}/test/app", other.addr);
+    h.ok(&["pull", "-q", &from]);
+    let err = h.fails(&["push", &from, &name]);
+    assert!(err.contains("is blocked by"), "{err}");
+    assert_eq!(blocked.total(), 0);
+
+    // A malformed registries.conf is an error naming it.
+    h.conf("[[registry]]\nprefix = \"a.io\"\nblocked = \"yes\"\n");
+    let err = h.fails(&["pull", "-q", &from]);
+    assert!(
+        err.contains(&format!("{}: line 3", h.conf_file().display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn locations_rewrite_names_and_mirrors_use_their_own_credentials() {
+    let img = image("application/vnd.oci.image.config.v1+json");
+    let id = img.config.clone();
+    let reg = FakeRegistry::start(serve_image(img, |r| r));
+    let h = Hako::new();
+    // example.com is not reachable from here: only the rewrite can work.
+    h.conf(&format!(
+        "[[registry]]\nprefix = \"example.com/hub\"\nlocation = \"{}/test\"\n",
+        reg.addr
+    ));
+    assert_eq!(
+        h.ok(&["pull", "-q", "example.com/hub/app"]).trim(),
+        id.encoded()
+    );
+    assert_eq!(reg.count("GET", "/v2/test/app/manifests/latest"), 1);
+    assert!(h.ok(&["images"]).contains("example.com/hub/app"));
+    // Another component is not under the prefix.
+    let err = h.fails(&["pull", "-q", "example.com/hubx/app"]);
+    assert!(err.contains("example.com"), "{err}");
+
+    // A mirror asks for credentials: its host's entry in auth.json.
+    let mirror = basic_auth_registry("mirror", "pw");
+    let primary = dead_addr();
+    let h = Hako::new();
+    h.conf(&format!(
+        "[[registry]]\nprefix = \"{primary}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+        mirror.addr
+    ));
+    let name = format!("{primary}/test/app");
+    let err = h.fails(&["pull", "-q", &name]);
+    assert!(err.contains("authentication failed"), "{err}");
+    std::fs::write(
+        h.auth_file(),
+        json!({"auths": {&mirror.addr: {"auth": "bWlycm9yOnB3"}}}).to_string(),
+    )
+    .expect("auth.json");
+    assert_eq!(h.ok(&["pull", "-q", &name]).trim(), id.encoded());
 }

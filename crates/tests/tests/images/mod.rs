@@ -178,8 +178,14 @@ impl Hako {
             .arg(self.root.path.join("lib"))
             .arg("--runroot")
             .arg(self.root.path.join("run"))
-            .args(args);
+            .args(args)
+            .env("HAKO_REGISTRIES_CONF", self.conf_file());
         c
+    }
+
+    /// Its registries.conf (never /etc's; none until written).
+    pub fn conf_file(&self) -> PathBuf {
+        self.root.path.join("registries.conf")
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
