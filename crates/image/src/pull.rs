@@ -127,40 +127,15 @@ pub fn pull(
         .map_err(serr)?;
     let config = manifest::parse_config(&config_bytes, &name).map_err(mferr)?;
     fetch_and_unpack(store, &client, repo, &m, &config, &name, opts.quiet)?;
-    let size = m.config.size + m.layers.iter().map(|(l, _)| l.size).sum::<u64>();
-    let platform = format!(
-        "{}/{}",
-        if config.os.is_empty() {
-            "linux"
-        } else {
-            &config.os
-        },
-        config.architecture
-    );
-    let got = Platform::parse(&platform).ok();
+    let rec = ImageRecord::new(&m, &config, &digest, index_digest, vec![name.clone()]);
+    let platform = &rec.platform;
+    let got = Platform::parse(platform).ok();
     if got.is_some_and(|p| p.os != wanted.os || p.architecture != wanted.architecture) {
         // As podman: a warning, the image may still be what the user wants.
         say(format!(
             "WARNING: image platform ({platform}) does not match the expected platform ({wanted})"
         ));
     }
-    let rec = ImageRecord {
-        id: m.config.digest.clone(),
-        manifest_digest: digest,
-        index_digest,
-        manifest_media_type: m.media_type.clone(),
-        names: vec![name.clone()],
-        created: config.created.clone().unwrap_or_else(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            crate::store::rfc3339(now)
-        }),
-        size,
-        layers: m.layers.iter().map(|(l, _)| l.digest.clone()).collect(),
-        diff_ids: config.rootfs.diff_ids.clone(),
-        platform,
-    };
     store.put_image(&rec).map_err(serr)?;
     say(format!(
         "Writing manifest to image destination\n{}",

@@ -79,6 +79,40 @@ pub struct ImageRecord {
     pub platform: String,
 }
 
+impl ImageRecord {
+    /// The store's record of an image with manifest `m` and `config`.
+    pub fn new(
+        m: &crate::manifest::Manifest,
+        config: &crate::manifest::ImageConfig,
+        manifest_digest: &Digest,
+        index_digest: Option<Digest>,
+        names: Vec<String>,
+    ) -> ImageRecord {
+        let os = if config.os.is_empty() {
+            "linux"
+        } else {
+            &config.os
+        };
+        ImageRecord {
+            id: m.config.digest.clone(),
+            manifest_digest: manifest_digest.clone(),
+            index_digest,
+            manifest_media_type: m.media_type.clone(),
+            names,
+            created: config.created.clone().unwrap_or_else(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                crate::store::rfc3339(now)
+            }),
+            size: m.config.size + m.layers.iter().map(|(l, _)| l.size).sum::<u64>(),
+            layers: m.layers.iter().map(|(l, _)| l.digest.clone()).collect(),
+            diff_ids: config.rootfs.diff_ids.clone(),
+            platform: format!("{os}/{}", config.architecture),
+        }
+    }
+}
+
 pub struct Store {
     root: PathBuf,
 }

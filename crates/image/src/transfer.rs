@@ -22,7 +22,7 @@ use crate::archive::{ArchiveError, ImageFiles, TarIndex, TarWriter};
 use crate::digest::{Algorithm, Digest, HashingReader};
 use crate::docker_archive::{self, ArchiveImage, DockerArchiveError};
 use crate::layout::{self, LayoutError, LayoutWriter};
-use crate::manifest::{self, Descriptor, ImageConfig, Manifest, ManifestError, Parsed, Platform};
+use crate::manifest::{self, Descriptor, Manifest, ManifestError, Parsed, Platform};
 use crate::reference::{ImageSource, Reference};
 use crate::snapshot::{chain_ids, SnapshotError, Snapshotter};
 use crate::store::{ImageRecord, Store, StoreError};
@@ -395,7 +395,7 @@ fn import_image(
     store
         .put_bytes(inc.manifest_digest, inc.manifest_bytes)
         .map_err(store_err(what))?;
-    let rec = image_record(
+    let rec = ImageRecord::new(
         m,
         &config,
         inc.manifest_digest,
@@ -469,38 +469,6 @@ fn unpack_layers(
             })?;
     }
     Ok(())
-}
-
-/// The store's record of an image with manifest `m` and `config`.
-pub(crate) fn image_record(
-    m: &Manifest,
-    config: &ImageConfig,
-    manifest_digest: &Digest,
-    index_digest: Option<Digest>,
-    names: Vec<String>,
-) -> ImageRecord {
-    let os = if config.os.is_empty() {
-        "linux"
-    } else {
-        &config.os
-    };
-    ImageRecord {
-        id: m.config.digest.clone(),
-        manifest_digest: manifest_digest.clone(),
-        index_digest,
-        manifest_media_type: m.media_type.clone(),
-        names,
-        created: config.created.clone().unwrap_or_else(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            crate::store::rfc3339(now)
-        }),
-        size: m.config.size + m.layers.iter().map(|(l, _)| l.size).sum::<u64>(),
-        layers: m.layers.iter().map(|(l, _)| l.digest.clone()).collect(),
-        diff_ids: config.rootfs.diff_ids.clone(),
-        platform: format!("{os}/{}", config.architecture),
-    }
 }
 
 fn short(d: &Digest) -> &str {
