@@ -244,14 +244,6 @@ impl LayoutWriter {
     /// A layout directory at `path` (created if missing; an existing
     /// layout keeps its other images).
     pub fn dir(path: &Path) -> Result<LayoutWriter, LayoutError> {
-        let io = |what, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| LayoutError::Io {
-                what,
-                path: p,
-                source,
-            }
-        };
         if path.exists() && !path.join(LAYOUT_FILE).exists() {
             let non_empty = std::fs::read_dir(path)
                 .map_err(io("reading", path))?
@@ -316,14 +308,6 @@ impl LayoutWriter {
 
     /// Adds blob `d` from the file `src` (a verified blob of the store).
     pub fn put_file(&mut self, d: &Digest, src: &Path) -> Result<(), LayoutError> {
-        let io = |what, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| LayoutError::Io {
-                what,
-                path: p,
-                source,
-            }
-        };
         match &mut self.target {
             Target::Dir(root) => {
                 let dest = root.join(blob_name(d));
@@ -403,6 +387,12 @@ impl LayoutWriter {
     }
 }
 
+/// An I/O error on `path` while doing `what`.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LayoutError {
+    let path = path.to_path_buf();
+    move |source| LayoutError::Io { what, path, source }
+}
+
 fn temp_beside(dest: &Path) -> PathBuf {
     let name = dest
         .file_name()
@@ -417,14 +407,6 @@ fn temp_beside(dest: &Path) -> PathBuf {
 
 /// Writes `data` to `dest` through a synced temporary file and a rename.
 fn write_file(dest: &Path, data: &[u8]) -> Result<(), LayoutError> {
-    let io = |what, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| LayoutError::Io {
-            what,
-            path: p,
-            source,
-        }
-    };
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
     }

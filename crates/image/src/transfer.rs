@@ -279,7 +279,7 @@ fn import_docker(
         };
         let (mut r, size) = files.open(name)?;
         let mut head = [0u8; 4];
-        let n = read_head(&mut r, &mut head).map_err(read_err)?;
+        let n = crate::archive::read_up_to(&mut r, &mut head).map_err(read_err)?;
         let compression = match unpack::detect(&head[..n]) {
             unpack::Compression::None => manifest::LayerCompression::None,
             unpack::Compression::Gzip => manifest::LayerCompression::Gzip,
@@ -326,17 +326,6 @@ fn import_docker(
         names: image.names(),
     };
     import_image(store, files, &incoming, opts)
-}
-
-fn read_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// An image on its way into the store: its manifest (already checked),

@@ -410,23 +410,9 @@ fn hostile_or_broken_archives_are_refused_and_leave_nothing() {
     let src = TempDir::new("src");
     let layout = src.path.join("layout");
     make_layout(&layout, &test_rootfs(&src.path), app_config(), &["amd64"]);
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
-            .expect("json");
-    let m = index["manifests"][0]["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string();
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(layout.join("blobs/sha256").join(&m[7..])).expect("manifest"),
-    )
-    .expect("json");
-    let layer_blob = layout.join("blobs/sha256").join(
-        &manifest["layers"][0]["digest"]
-            .as_str()
-            .expect("layer")
-            .to_string()[7..],
-    );
+    let layer_blob = layout
+        .join("blobs/sha256")
+        .join(&first_layer_digest(&layout)[7..]);
     let original = std::fs::read(&layer_blob).expect("layer");
     let mut corrupt = original.clone();
     let mid = corrupt.len() / 2;

@@ -847,21 +847,7 @@ fn interrupted_download_is_resumed() {
     std::fs::write(rootfs.join("srv/noise"), &noise).expect("noise");
     make_layout(&layout, &rootfs, app_config(), &["amd64"]);
     push(&layout, &format!("{}/test/big:v1", reg.addr), &[]);
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
-            .expect("json");
-    let manifest_digest = index["manifests"][0]["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string();
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(layout.join("blobs/sha256").join(&manifest_digest[7..])).expect("manifest"),
-    )
-    .expect("json");
-    let layer = manifest["layers"][0]["digest"]
-        .as_str()
-        .expect("layer")
-        .to_string();
+    let layer = first_layer_digest(&layout);
     let (proxy, ranges) = cutting_proxy(reg.addr.clone(), layer.clone());
     let h = Hako::new();
     h.ok(&["pull", "-q", &format!("{proxy}/test/big:v1")]);

@@ -228,3 +228,19 @@ pub fn run_image(h: &Hako, image: &str) -> String {
     ]));
     out
 }
+
+/// The digest of the first layer of the (single-platform) layout's image.
+pub fn first_layer_digest(layout: &Path) -> String {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("json");
+    let m = index["manifests"][0]["digest"].as_str().expect("digest");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(&m[7..])).expect("manifest"),
+    )
+    .expect("json");
+    manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string()
+}
