@@ -344,7 +344,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                         return Err("no archive: give -i FILE or pipe one to stdin".into());
                     }
                     spool = Spool::new(&store)?;
-                    std::io::copy(&mut std::io::stdin().lock(), &mut spool.file()?)?;
+                    let n = std::io::copy(&mut std::io::stdin().lock(), &mut spool.file()?)?;
+                    if n == 0 {
+                        return Err("no archive on stdin (it was empty)".into());
+                    }
                     spool.path.clone()
                 }
             };

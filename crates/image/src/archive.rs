@@ -211,9 +211,15 @@ pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize>
 }
 
 fn index_entries(path: &Path, file: &mut File) -> Result<HashMap<String, Node>, ArchiveError> {
-    let not_tar = |source| ArchiveError::NotTar {
-        path: path.to_path_buf(),
-        source,
+    // The tar crate quotes the bad field, which may be a line of some
+    // other file: keep only what it says went wrong.
+    let not_tar = |source: io::Error| {
+        let msg = source.to_string();
+        let what = msg.split(':').next().unwrap_or("invalid header").trim();
+        ArchiveError::NotTar {
+            path: path.to_path_buf(),
+            source: io::Error::new(source.kind(), what.to_string()),
+        }
     };
     let mut nodes = HashMap::new();
     let mut archive = tar::Archive::new(file);
