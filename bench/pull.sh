@@ -169,6 +169,24 @@ wait) ;;
 *) echo "pull.sh: SETTLE is keep or wait" >&2; exit 1 ;;
 esac
 echo "storage of each run: $SETTLE"
+# The cost of creating an inode here, now: ~10-20 µs on a settled
+# filesystem, hundreds while recent deletions (another benchmark's
+# cleanup, another developer's rm -rf: the window is the whole
+# filesystem's) are being skipped. Printed before and after the timed
+# runs, so a run whose figures include that penalty says so.
+probe=0
+fs_probe() {
+    local d=$work/probe-$((probe += 1)) t0 t1
+    mkdir "$d"
+    t0=$(now_us)
+    (cd "$d" && seq 2000 | xargs touch)
+    t1=$(now_us)
+    echo "inode creation ($1): $(((t1 - t0) / 2000)) µs per file"
+    if ((t1 - t0 > 2000 * 100)); then
+        echo "    (slow: inodes deleted in the last minutes are being skipped; wait ~6 min after a large rm -rf)"
+    fi
+}
+fs_probe before
 seq=0
 run_one() {
     local dir=$work/run-$((seq += 1)) t0 t1
@@ -193,6 +211,8 @@ for v in "${variants[@]}"; do run_one "$v"; done # warm-up and sanity
 rm -f "$work"/t.*
 echo "cold pull+unpack, $N runs per variant, interleaved in rotating order"
 interleave "$N" run_one "${variants[@]}"
+
+fs_probe after
 
 declare -A MED=()
 for v in "${variants[@]}"; do
