@@ -34,14 +34,15 @@ fi
 
 cd "$here/.."
 cargo build -q --release -p hako-image --example unpack
-bin=target/x86_64-unknown-linux-gnu/release/examples/unpack
+bin=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/examples/unpack
 work=$(mktemp -d /var/tmp/hako-unpack-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-# Every run gets a fresh directory, all removed at the end: ext4 scans
-# past recently freed inodes when allocating (recently_deleted), so an
-# `rm -rf` of the previous run's 7,000 files would make the next run
-# spend seconds in the kernel, whichever unpacker it is.
+# Every run gets a fresh directory, all removed at the end: ext4 without a
+# journal (this VM's) scans past inodes freed in the last 60-360 s when
+# allocating (recently_deleted), so an `rm -rf` of the previous run's
+# 7,000 files would make the next run spend seconds in the kernel,
+# whichever unpacker it is (see bench/pull.sh).
 run_no=0
 run() {
     local v=$1 dest t0 t1

@@ -34,6 +34,31 @@ pub(crate) fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// openat(dir, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+/// mode): a new file (the process's umask applies to `mode`).
+pub(crate) fn create_at(
+    dir: RawFd,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: valid fd and C string; the mode is passed as the variadic
+    // argument openat reads with O_CREAT. A new fd or -1.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags, libc::c_uint::from(mode)) };
+    check(fd)?;
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The process's umask, from /proc/self/status (reading it with umask(2)
+/// would change it for every thread meanwhile); None if unknown.
+pub(crate) fn umask() -> Option<libc::mode_t> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    libc::mode_t::from_str_radix(value.trim(), 8).ok()
+}
+
 /// fstatat(AT_SYMLINK_NOFOLLOW); None when absent.
 pub(crate) fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<Option<libc::stat>> {
     // SAFETY: stat is plain data; zero is a valid value.

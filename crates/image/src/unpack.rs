@@ -22,7 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 
 use crate::digest::{Algorithm, Digest, HashingReader};
-use crate::sys::{check, clear_dir, cstr, is_dir, lstat_at, open_at, remove_all_at};
+use crate::sys::{check, clear_dir, create_at, cstr, is_dir, lstat_at, open_at, remove_all_at};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -187,6 +187,7 @@ pub fn apply_layer(
         parents: HashMap::new(),
         dir_times: Vec::new(),
         buf: vec![0; COPY_BUF],
+        umask: crate::sys::umask(),
     };
     let mut entries = 0u64;
     {
@@ -393,6 +394,9 @@ struct Unpacker {
     /// File data goes through this buffer: 128 KiB writes instead of
     /// io::copy's 8 KiB (a quarter of the write calls on a Debian layer).
     buf: Vec<u8>,
+    /// The process's umask, when known: a file created with its mode
+    /// needs no chmod when the umask takes nothing from it.
+    umask: Option<libc::mode_t>,
 }
 
 /// An entry's path as plain components below the root: a leading '/' and
@@ -593,25 +597,30 @@ impl Unpacker {
                 if kind == tar::EntryType::GNUSparse {
                     return Err(refused(&shown, "GNU sparse files are not supported"));
                 }
-                let mut file = File::from(
-                    open_at(
-                        dir,
-                        &cname,
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                    )
-                    .map_err(io_err(&shown, "creating the file"))?,
-                );
                 let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
+                // Created with its permission bits (setuid, setgid and
+                // sticky only after the chown, which would clear them).
+                let perm = mode & 0o777;
+                let mut file = File::from(
+                    create_at(dir, &cname, libc::O_WRONLY, perm)
+                        .map_err(io_err(&shown, "creating the file"))?,
+                );
                 copy_data(&mut entry, &mut file, &mut self.buf, &shown)?;
                 let (uid, gid) = owner(&header)?;
                 // SAFETY: valid fd.
                 check(unsafe { libc::fchown(file.as_raw_fd(), uid, gid) })
                     .map_err(io_err(&shown, "chown"))?;
-                // SAFETY: valid fd; chmod after chown keeps setuid bits.
-                check(unsafe { libc::fchmod(file.as_raw_fd(), mode) })
-                    .map_err(io_err(&shown, "chmod"))?;
+                // fchown leaves the permission bits alone (it clears only
+                // setuid/setgid, which are not set yet), so the mode is
+                // right already unless there are special bits or the
+                // umask took some away.
+                if mode != perm || self.umask.is_none_or(|m| perm & m != 0) {
+                    // SAFETY: valid fd; chmod after chown keeps setuid bits.
+                    check(unsafe { libc::fchmod(file.as_raw_fd(), mode) })
+                        .map_err(io_err(&shown, "chmod"))?;
+                }
                 self.xattrs_fd(&mut entry, file.as_raw_fd(), &shown)?;
-                set_times(dir, &cname, when).map_err(io_err(&shown, "setting mtime"))
+                set_times_fd(file.as_raw_fd(), when).map_err(io_err(&shown, "setting mtime"))
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -854,6 +863,17 @@ fn set_times(dir: RawFd, name: &CStr, (secs, nanos): Mtime) -> io::Result<()> {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     })
+}
+
+/// [`set_times`] on an open file (futimens): no name to look up again.
+fn set_times_fd(fd: RawFd, (secs, nanos): Mtime) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: nanos,
+    };
+    let times = [ts, ts];
+    // SAFETY: valid fd and two timespecs.
+    check(unsafe { libc::futimens(fd, times.as_ptr()) })
 }
 
 /// PAX `SCHILY.xattr.NAME` records (at most 256, each value at most 64 KiB).
