@@ -30,7 +30,7 @@ done
 
 # Build the runtime and the test binaries; cargo names the binaries.
 cargo build -q -p hako-runtime-cli
-runtime=target/x86_64-unknown-linux-gnu/debug/hako-runtime
+runtime=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/debug/hako-runtime
 test_args=()
 for t in "${targets[@]}"; do test_args+=(--test "$t"); done
 mapfile -t exes < <(cargo test -q -p hako-tests "${test_args[@]}" --no-run --message-format=json |
