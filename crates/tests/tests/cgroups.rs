@@ -632,7 +632,14 @@ fn oom_kill_is_reported_as_an_event() {
         "memory.oom_control"
     };
     let events = read_trim(&dir_for("memory", &path), events_file);
-    assert!(events.contains("oom_kill 1"), "{events_file}: {events}");
+    // At least one kill: the kernel may take both ends of the pipeline
+    // (seen in the cgroup2 VM: oom_kill 2).
+    let kills: u64 = events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(kills >= 1, "{events_file}: {events}");
     rt.ok(&["delete", &id]);
 }
 
