@@ -12,6 +12,7 @@ use hako_image::pull::{self, PullOptions};
 use hako_image::reference::{ImageSource, Reference};
 use hako_image::registries_conf::{Access, RegistriesConf};
 use hako_image::registry::{self, Client, Credentials};
+use hako_image::snapshot::{SnapshotKind, Snapshotter};
 use hako_image::store::{ImageRecord, Store};
 use hako_image::transfer::{self, ExportFormat, ExportImage, ImportOptions};
 
@@ -574,7 +575,10 @@ fn prune(store: &Store, wait: bool) -> Result<(u64, u64), Error> {
             keep.insert(c.encoded().to_string());
         }
     }
-    let layers = hako_image::snapshot::Snapshotter::new(store.root()).prune(&keep);
+    let mut layers = 0;
+    for kind in [SnapshotKind::Overlay, SnapshotKind::Flat] {
+        layers += Snapshotter::for_store(store.root(), kind).prune(&keep);
+    }
     Ok((n + layers as u64, bytes))
 }
 

@@ -11,7 +11,7 @@ use crate::manifest::{self, ImageConfig, Manifest, ManifestError, Parsed, Platfo
 use crate::reference::Reference;
 use crate::registries_conf::{Access, RegistriesConf};
 use crate::registry::{BlobEvent, Client, Credentials, RegistryError};
-use crate::snapshot::{chain_ids, SnapshotError, Snapshotter};
+use crate::snapshot::{chain_ids, SnapshotError, SnapshotKind, Snapshotter};
 use crate::store::{ImageRecord, Store, StoreError};
 use crate::unpack::{self, UnpackOptions, WhiteoutMode};
 
@@ -162,7 +162,13 @@ fn fetch_and_unpack(
         });
     }
     let chains = chain_ids(diff_ids);
-    let snapshots = Snapshotter::new(store.root());
+    let snapshots = Snapshotter::chosen(store.root()).map_err(|source| PullError::Snapshot {
+        reference: name.into(),
+        source,
+    })?;
+    // Flat snapshots build on their parent: the blobs are fetched at once,
+    // then applied in order.
+    let flat = snapshots.kind() == SnapshotKind::Flat;
     let next = AtomicUsize::new(0);
     // A bar per layer (bytes, rate) on a terminal; plain lines otherwise.
     let bars = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -182,7 +188,7 @@ fn fetch_and_unpack(
             let Some((layer, _)) = m.layers.get(i) else {
                 return Ok(());
             };
-            if snapshots.has_layer(&chains[i]) && store.has_blob(&layer.digest) {
+            if store.has_blob(&layer.digest) && (flat || snapshots.has_layer(&chains[i])) {
                 say(format!(
                     "Copying blob {} skipped: already exists",
                     short(&layer.digest)
@@ -206,7 +212,7 @@ fn fetch_and_unpack(
                         .with_prefix(short(&layer.digest).to_string()),
                 )
             });
-            if !store.has_blob(&layer.digest) && !snapshots.has_layer(&chains[i]) {
+            if !flat && !store.has_blob(&layer.digest) && !snapshots.has_layer(&chains[i]) {
                 let target = LayerTarget {
                     snapshots: &snapshots,
                     chain_id: &chains[i],
@@ -227,7 +233,7 @@ fn fetch_and_unpack(
                 b.finish();
             }
             say(format!("Copying blob {} done", short(&layer.digest)));
-            if snapshots.has_layer(&chains[i]) {
+            if flat || snapshots.has_layer(&chains[i]) {
                 continue;
             }
             // From the verified file: a blob already stored, or a stream
@@ -246,7 +252,7 @@ fn fetch_and_unpack(
         }
     };
     let workers = m.layers.len().clamp(1, 3);
-    std::thread::scope(|s| {
+    let fetched = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
         let mut first = Ok(());
         for h in handles {
@@ -260,7 +266,23 @@ fn fetch_and_unpack(
             }
         }
         first
-    })
+    });
+    fetched?;
+    if flat {
+        let pairs: Vec<(Digest, Digest)> = m
+            .layers
+            .iter()
+            .map(|(l, _)| l.digest.clone())
+            .zip(diff_ids.iter().cloned())
+            .collect();
+        snapshots
+            .ensure_chain(&pairs, |d| std::fs::File::open(store.blob_path(d)))
+            .map_err(|source| PullError::Snapshot {
+                reference: name.into(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Where a streamed layer goes: the snapshot `chain_id`, whose content

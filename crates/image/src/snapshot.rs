@@ -59,6 +59,8 @@ pub enum SnapshotError {
         layers: usize,
         max: usize,
     },
+    #[error("choosing a snapshotter: {reason}")]
+    Choice { reason: String },
     #[error("rootfs in {}: mounting overlay ({options}): {source}", dir.display())]
     Mount {
         dir: PathBuf,
@@ -96,6 +98,22 @@ pub enum SnapshotKind {
 }
 
 impl SnapshotKind {
+    /// The directory of a store that holds snapshots of this kind: the two
+    /// kinds live side by side, so switching never mixes them.
+    pub fn store_dir(self) -> &'static str {
+        match self {
+            SnapshotKind::Overlay => "snapshots",
+            SnapshotKind::Flat => "snapshots-flat",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotKind::Overlay => "overlay",
+            SnapshotKind::Flat => "flat",
+        }
+    }
+
     /// How a layer's whiteouts are to be unpacked for this kind.
     pub fn whiteouts(self) -> WhiteoutMode {
         match self {
@@ -142,6 +160,60 @@ pub fn overlay_supported(root: &Path) -> bool {
     ok
 }
 
+impl std::str::FromStr for SnapshotKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "overlay" | "overlayfs" | "overlay2" => Ok(SnapshotKind::Overlay),
+            "flat" | "vfs" | "native" => Ok(SnapshotKind::Flat),
+            _ => Err(format!(
+                "unknown snapshotter {s:?} (overlay or flat; vfs and native mean flat)"
+            )),
+        }
+    }
+}
+
+/// The variable that chooses a store's snapshotter (overlay or flat).
+pub const SNAPSHOTTER_ENV: &str = "HAKO_SNAPSHOTTER";
+
+/// Which snapshots a store at `store_root` uses: `$HAKO_SNAPSHOTTER` when
+/// set, else overlay if a probe mount under the store works. The probe's
+/// answer is kept in `<store_root>/snapshotter` so it runs once per store
+/// (delete the file to probe again).
+pub fn store_kind(store_root: &Path) -> Result<SnapshotKind, SnapshotError> {
+    if let Some(v) = std::env::var_os(SNAPSHOTTER_ENV) {
+        let v = v.to_string_lossy();
+        return v.parse().map_err(|e| SnapshotError::Choice {
+            reason: format!("{SNAPSHOTTER_ENV}: {e}"),
+        });
+    }
+    let marker = store_root.join("snapshotter");
+    if let Ok(text) = std::fs::read_to_string(&marker) {
+        if let Ok(kind) = text.trim().parse() {
+            return Ok(kind);
+        }
+    }
+    std::fs::create_dir_all(store_root).map_err(|source| SnapshotError::Io {
+        path: store_root.to_path_buf(),
+        what: "creating the store",
+        source,
+    })?;
+    let kind = if overlay_supported(store_root) {
+        SnapshotKind::Overlay
+    } else {
+        crate::debug("overlay mounts do not work here: using flat snapshots");
+        SnapshotKind::Flat
+    };
+    // Written beside and renamed, so a reader never sees half a word.
+    let tmp = store_root.join(format!("snapshotter.tmp-{}", unique_suffix()));
+    if std::fs::write(&tmp, format!("{}\n", kind.name())).is_ok()
+        && std::fs::rename(&tmp, &marker).is_err()
+    {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(kind)
+}
+
 /// A container's root filesystem made by [`Snapshotter::prepare_rootfs`].
 #[derive(Debug, Clone)]
 pub struct PreparedRootfs {
@@ -179,6 +251,62 @@ impl Snapshotter {
             root: store_root.join("snapshots"),
             kind: SnapshotKind::Overlay,
         }
+    }
+
+    /// The store's snapshots of `kind` (see [`SnapshotKind::store_dir`]).
+    pub fn for_store(store_root: &Path, kind: SnapshotKind) -> Snapshotter {
+        Snapshotter {
+            root: store_root.join(kind.store_dir()),
+            kind,
+        }
+    }
+
+    /// The store's snapshots of the kind [`store_kind`] chooses.
+    pub fn chosen(store_root: &Path) -> Result<Snapshotter, SnapshotError> {
+        Ok(Snapshotter::for_store(store_root, store_kind(store_root)?))
+    }
+
+    /// Makes every missing snapshot of an image, bottom layer first:
+    /// `layers` pairs each layer blob with its diff ID from the config,
+    /// `open` opens a (verified) blob. Each snapshot is published only if
+    /// the unpacked content has its diff ID. Flat snapshots need their
+    /// parent, so they are made in order; overlay ones stand alone.
+    pub fn ensure_chain(
+        &self,
+        layers: &[(Digest, Digest)],
+        mut open: impl FnMut(&Digest) -> io::Result<File>,
+    ) -> Result<(), SnapshotError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let opts = crate::unpack::UnpackOptions {
+            whiteouts: self.kind.whiteouts(),
+        };
+        for (i, ((blob, diff_id), chain)) in layers.iter().zip(&chains).enumerate() {
+            if self.has_layer(chain) {
+                continue;
+            }
+            let file = open(blob).map_err(|source| SnapshotError::Io {
+                path: PathBuf::from(blob.to_string()),
+                what: "opening the layer blob",
+                source,
+            })?;
+            let parent = i.checked_sub(1).map(|p| &chains[p]);
+            self.make_layer(chain, parent, |dir| {
+                match crate::unpack::apply_layer_file(dir, file, &opts) {
+                    Ok(stats) if &stats.diff_id == diff_id => Ok(stats),
+                    Ok(stats) => Err(SnapshotError::DiffId {
+                        layer: blob.clone(),
+                        expected: diff_id.clone(),
+                        got: stats.diff_id,
+                    }),
+                    Err(source) => Err(SnapshotError::Unpack {
+                        layer: blob.clone(),
+                        source,
+                    }),
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Snapshots of `kind` kept directly in `root` (created if missing).

@@ -4,7 +4,9 @@
 //! <root>/blobs/<alg>/<hex>     content, immutable, verified
 //! <root>/ingest/<random>       being written; renamed into blobs/ once its
 //!                              size and digest are checked
-//! <root>/snapshots/…           unpacked layers (see crate::snapshot)
+//! <root>/snapshots/…           unpacked layers (see crate::snapshot);
+//! <root>/snapshots-flat/…      flat ones, where overlayfs does not work
+//! <root>/snapshotter           which kind this store uses (probed once)
 //! <root>/hako.db               redb: images by ID, names → image ID
 //! <root>/hako.db.lock          flock held while the database is open
 //! <root>/store.lock            shared by pulls, pushes and unpacks;
@@ -34,6 +36,7 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Digester};
+use crate::snapshot::SnapshotKind;
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
@@ -502,14 +505,16 @@ impl Store {
                 }
             }
         }
-        let snapshots = self.root.join("snapshots");
-        for e in std::fs::read_dir(&snapshots)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            u.layers += 1;
-            u.layer_bytes += allocated_bytes(&e.path());
+        for kind in [SnapshotKind::Overlay, SnapshotKind::Flat] {
+            let snapshots = self.root.join(kind.store_dir());
+            for e in std::fs::read_dir(&snapshots)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                u.layers += 1;
+                u.layer_bytes += allocated_bytes(&e.path());
+            }
         }
         Ok(u)
     }

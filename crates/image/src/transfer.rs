@@ -24,9 +24,9 @@ use crate::docker_archive::{self, ArchiveImage, DockerArchiveError};
 use crate::layout::{self, LayoutError, LayoutWriter};
 use crate::manifest::{self, Descriptor, Manifest, ManifestError, Parsed, Platform};
 use crate::reference::{ImageSource, Reference};
-use crate::snapshot::{chain_ids, SnapshotError, Snapshotter};
+use crate::snapshot::{SnapshotError, Snapshotter};
 use crate::store::{ImageRecord, Store, StoreError};
-use crate::unpack::{self, UnpackOptions, WhiteoutMode};
+use crate::unpack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -439,25 +439,20 @@ fn unpack_layers(
     diff_ids: &[Digest],
     what: &str,
 ) -> Result<(), TransferError> {
-    let snapshots = Snapshotter::new(store.root());
-    let opts = UnpackOptions {
-        whiteouts: WhiteoutMode::Overlay,
+    let snap_err = |source| TransferError::Snapshot {
+        what: what.to_string(),
+        source,
     };
-    for (((layer, _), diff_id), chain) in m.layers.iter().zip(diff_ids).zip(chain_ids(diff_ids)) {
-        if snapshots.has_layer(&chain) {
-            continue;
-        }
-        let blob = store.open_blob(&layer.digest).map_err(store_err(what))?;
-        snapshots
-            .add_layer(&chain, &layer.digest, diff_id, |dir| {
-                unpack::apply_layer_file(dir, blob, &opts)
-            })
-            .map_err(|source| TransferError::Snapshot {
-                what: what.to_string(),
-                source,
-            })?;
-    }
-    Ok(())
+    let pairs: Vec<(Digest, Digest)> = m
+        .layers
+        .iter()
+        .map(|(l, _)| l.digest.clone())
+        .zip(diff_ids.iter().cloned())
+        .collect();
+    Snapshotter::chosen(store.root())
+        .map_err(snap_err)?
+        .ensure_chain(&pairs, |d| std::fs::File::open(store.blob_path(d)))
+        .map_err(snap_err)
 }
 
 fn short(d: &Digest) -> &str {

@@ -244,3 +244,46 @@ pub fn first_layer_digest(layout: &Path) -> String {
         .expect("layer")
         .to_string()
 }
+
+/// A single-platform (linux/amd64) OCI layout whose image has one gzip
+/// layer per directory of `layers` (bottom first), each tarred as is, so
+/// whiteout files in them are whiteouts of the layer.
+pub fn make_layered_layout(layout: &Path, layers: &[&Path], config: Value) {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir");
+    let work = TempDir::new("layers");
+    let mut diff_ids = Vec::new();
+    let mut descs = Vec::new();
+    for (i, dir) in layers.iter().enumerate() {
+        let tar_path = work.path.join(format!("layer{i}.tar"));
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .args(["--numeric-owner", "--sort=name", "-cf"])
+            .arg(&tar_path)
+            .arg("."));
+        diff_ids.push(Digest::sha256_of(&std::fs::read(&tar_path).expect("tar")).to_string());
+        run(Command::new("gzip").args(["-n", "-f"]).arg(&tar_path));
+        let gz = std::fs::read(work.path.join(format!("layer{i}.tar.gz"))).expect("gz");
+        let (d, size) = blob(layout, &gz);
+        descs.push(
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": d.to_string(), "size": size}),
+        );
+    }
+    let cfg = json!({"architecture": "amd64", "os": "linux", "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let (c, cs) = blob(layout, cfg.to_string().as_bytes());
+    let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c.to_string(), "size": cs},
+        "layers": descs});
+    let (md, ms) = blob(layout, m.to_string().as_bytes());
+    let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md.to_string(), "size": ms,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(layout.join("index.json"), index.to_string()).expect("index");
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
+}
