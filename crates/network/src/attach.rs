@@ -447,18 +447,7 @@ impl NetworkStore {
         let ns = netns
             .filter(|p| is_netns(p))
             .or(Some(rec.netns.as_path()).filter(|p| is_netns(p)));
-        let target = Target {
-            container_id: &rec.container_id,
-            netns: ns,
-            ifname: &rec.ifname,
-        };
-        let mut errors = chain::del(
-            self.cni_path(),
-            &rec.config,
-            &target,
-            &rec.runtime_config(),
-            Some(&rec.result),
-        );
+        let mut errors = chain::del_cached(self.cni_path(), rec, ns);
         if !errors.is_empty() {
             let more = errors.len() - 1;
             return Err(AttachError::Del {

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use crate::cache::AttachmentRecord;
 use crate::cni::{self, CniCommand, CniError, CniPath, Invocation};
+use crate::masq;
 
 /// Who and where a chain runs for.
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +159,34 @@ pub(crate) fn del(
     for plugin in plugins.iter().rev() {
         let conf = plugin_config(plugin, name, version, runtime, cached);
         if let Err(e) = cni::exec(cni, plugin_type(plugin), name, &inv, &conf) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+/// DEL of a cached attachment in `netns` (`None`: the namespace is gone),
+/// then the bridge plugin's masquerade rule removed if it is still there
+/// (it is when the namespace or the interface in it was already gone).
+pub(crate) fn del_cached(
+    cni: &CniPath,
+    rec: &AttachmentRecord,
+    netns: Option<&Path>,
+) -> Vec<CniError> {
+    let target = Target {
+        container_id: &rec.container_id,
+        netns,
+        ifname: &rec.ifname,
+    };
+    let mut errors = del(
+        cni,
+        &rec.config,
+        &target,
+        &rec.runtime_config(),
+        Some(&rec.result),
+    );
+    if errors.is_empty() {
+        if let Err(e) = masq::sweep(&rec.config, &rec.container_id, &rec.result) {
             errors.push(e);
         }
     }

@@ -65,6 +65,15 @@ pub enum CniError {
         status: std::process::ExitStatus,
         output: String,
     },
+    /// Removing the bridge plugin's masquerade rule by hand failed (see the
+    /// `masq` module: the plugin cannot when the namespace is gone).
+    #[error("network {network}: removing the bridge plugin's masquerade rule of container {container} ({command}): {output}")]
+    MasqCleanup {
+        network: String,
+        container: String,
+        command: String,
+        output: String,
+    },
     /// The plugin succeeded but its stdout is not a JSON result.
     #[error("network {network}: {command} of CNI plugin {plugin} printed no valid result ({reason}): {output:?}")]
     BadResult {

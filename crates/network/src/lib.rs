@@ -30,6 +30,7 @@ pub mod cni;
 pub mod conflist;
 pub mod dns;
 mod fsutil;
+mod masq;
 pub mod netns;
 pub mod ports;
 pub mod store;

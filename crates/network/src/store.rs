@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::cache::{AttachmentRecord, Cache, CacheError};
-use crate::chain::{self, Target};
+use crate::chain;
 use crate::cni::{self, CniError, CniPath};
 use crate::conflist::{self, Network};
 use crate::fsutil::{random_hex, remove_if_exists, write_atomic};
@@ -452,18 +452,7 @@ impl NetworkStore {
         }
         for rec in attached {
             let netns = Some(rec.netns.as_path()).filter(|p| is_netns(p));
-            let target = Target {
-                container_id: &rec.container_id,
-                netns,
-                ifname: &rec.ifname,
-            };
-            let errors = chain::del(
-                &self.cni,
-                &rec.config,
-                &target,
-                &rec.runtime_config(),
-                Some(&rec.result),
-            );
+            let errors = chain::del_cached(&self.cni, &rec, netns);
             if let Some(source) = errors.into_iter().next() {
                 return Err(StoreError::Detach {
                     name: name.to_string(),
