@@ -27,6 +27,7 @@ pub struct Env {
     pub store: NetworkStore,
     tag: String,
     networks: Vec<String>,
+    subnets: Vec<Ipv4Net>,
     netns: Vec<PathBuf>,
     containers: Vec<(PathBuf, String)>,
 }
@@ -45,6 +46,7 @@ impl Env {
             store,
             tag,
             networks: Vec::new(),
+            subnets: Vec::new(),
             netns: Vec::new(),
             containers: Vec::new(),
         }
@@ -93,6 +95,7 @@ impl Env {
     pub fn create(&mut self, spec: &NetworkSpec) -> Result<Network, hako_network::StoreError> {
         let net = self.store.create(spec)?;
         self.networks.push(net.name.clone());
+        self.subnets.push(net.subnet);
         Ok(net)
     }
 
@@ -132,8 +135,88 @@ impl Drop for Env {
                 Err(e) => eprintln!("cleanup: network {net}: {e}"),
             }
         }
+        // A safety net for failed tests: rules that a broken attach or
+        // detach left (hako's own cleanup is what the tests check).
+        let mut needles: Vec<String> = self
+            .containers
+            .iter()
+            .map(|(_, id)| format!("id: \\\"{id}\\\""))
+            .collect();
+        needles.extend(self.subnets.iter().map(|s| {
+            let o = s.network().octets();
+            format!(" {}.{}.{}.", o[0], o[1], o[2])
+        }));
+        let left = sweep_iptables(&needles);
+        if left > 0 {
+            eprintln!("cleanup: removed {left} leftover iptables rules");
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Deletes the rules whose `iptables-save` line contains a needle, and the
+/// per-container chains they jump to. Returns how many rules went.
+fn sweep_iptables(needles: &[String]) -> usize {
+    let mut removed = 0;
+    for table in ["nat", "filter"] {
+        let (_, out) = run("iptables-save", &["-t", table]);
+        let rules: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("-A ") && needles.iter().any(|n| l.contains(n.as_str())))
+            .collect();
+        let chains = own_chains(&rules.iter().map(|l| l.to_string()).collect::<Vec<_>>());
+        let jumps: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                l.starts_with("-A ") && chains.iter().any(|c| l.ends_with(&format!("-j {c}")))
+            })
+            .collect();
+        for rule in rules.iter().chain(jumps.iter()) {
+            let mut args = vec!["-w".to_string(), "-t".to_string(), table.to_string()];
+            let mut words = split_rule(rule);
+            if let Some(first) = words.first_mut() {
+                *first = "-D".into();
+            }
+            args.extend(words);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            if run("iptables", &refs).0 {
+                removed += 1;
+            }
+        }
+        for c in &chains {
+            run("iptables", &["-w", "-t", table, "-F", c]);
+            run("iptables", &["-w", "-t", table, "-X", c]);
+        }
+    }
+    removed
+}
+
+/// Splits an `iptables-save` rule into arguments (double quotes group,
+/// `\"` is a quote).
+fn split_rule(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Runs a command; returns (success, stdout+stderr).
