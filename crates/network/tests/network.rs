@@ -471,6 +471,50 @@ fn detach_removes_veth_lease_and_rules() {
     assert!(!env.store.ipam_dir().join(&net.name).exists());
 }
 
+/// After a reboot the namespace, veth and iptables rules are gone but the
+/// cache and the IPAM lease (both under the persistent root) are not:
+/// detach_all must release the lease and succeed.
+#[test]
+fn detach_after_a_reboot_releases_the_lease() {
+    require_root();
+    let mut env = Env::new("reboot");
+    let net = env.network("net", false);
+    let ns = env.netns("c");
+    let id = env.name("c");
+    let att = [NetworkAttachment {
+        ports: parse_port_spec("127.0.0.1::80").expect("spec"),
+        ..NetworkAttachment::new(net.name.clone(), "eth0")
+    }];
+    env.track_container(ns.path(), &id);
+    let r = env.store.attach(ns.path(), &id, &att).expect("attach");
+    let lease = env
+        .store
+        .ipam_dir()
+        .join(&net.name)
+        .join(r.networks[0].ip.to_string());
+    let cache = env.dir.join("root/networks/cache").join(&id);
+    let saved_cache = env.dir.join("saved-cache");
+    let saved_lease = std::fs::read(&lease).expect("reading the lease");
+    std::fs::create_dir_all(&saved_cache).expect("mkdir");
+    let record = cache.join(format!("{}.json", net.name));
+    std::fs::copy(&record, saved_cache.join("r.json")).expect("saving the record");
+    // "Reboot": everything volatile goes; the persistent files come back.
+    env.store.detach(ns.path(), &id, &att).expect("detach");
+    let path = ns.path().to_path_buf();
+    drop(ns);
+    Netns::remove(&path).expect("removing the netns");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    std::fs::copy(saved_cache.join("r.json"), &record).expect("restoring the record");
+    std::fs::write(&lease, saved_lease).expect("restoring the lease");
+
+    assert_eq!(env.store.attachments(None).expect("records").len(), 1);
+    env.store
+        .detach_all(&path, &id)
+        .expect("detach after the reboot");
+    assert!(!lease.exists(), "lease {} left", lease.display());
+    assert!(env.store.attachments(None).expect("records").is_empty());
+}
+
 #[test]
 fn remove_refuses_while_attached_unless_forced() {
     require_root();
