@@ -96,6 +96,12 @@ pub enum AttachError {
         what: &'static str,
         value: String,
     },
+    #[error("container {container}, network {network}: invalid alias {alias:?}: a host name has 1 to 253 letters, digits, '-', '_' and '.'")]
+    Alias {
+        container: String,
+        network: String,
+        alias: String,
+    },
     #[error("container {container}: {path} is not a network namespace")]
     Netns { container: String, path: PathBuf },
     #[error("container {container}: {source}")]
@@ -245,6 +251,20 @@ impl NetworkStore {
                     network: a.network.clone(),
                     ifname: a.ifname.clone(),
                     reason,
+                });
+            }
+            let bad_alias = a.aliases.iter().find(|al| {
+                al.is_empty()
+                    || al.len() > 253
+                    || !al
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            });
+            if let Some(alias) = bad_alias {
+                return Err(AttachError::Alias {
+                    container: container(),
+                    network: a.network.clone(),
+                    alias: alias.clone(),
                 });
             }
             let earlier = &attachments[..i];

@@ -51,7 +51,7 @@ impl FromStr for Protocol {
             "udp" => Ok(Protocol::Udp),
             "sctp" => Ok(Protocol::Sctp),
             _ => Err(PortSpecError::Protocol {
-                spec: String::new(),
+                spec: s.to_string(),
                 protocol: s.to_string(),
             }),
         }
