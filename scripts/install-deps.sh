@@ -11,6 +11,7 @@ PKGS=(
   hyperfine        # benchmarks
   docker-registry skopeo apache2-utils  # image tests: registry, pushes, htpasswd
   umoci jq debootstrap  # bench/pull.sh anchors and its Debian image
+  containernetworking-plugins iptables curl  # hako-network: CNI plugins, their rules, port tests
 )
 # The cgroup2-only VM of scripts/vm-test.sh (no recommends: no firmware,
 # no GUI bits).
