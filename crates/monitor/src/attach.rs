@@ -154,12 +154,12 @@ pub fn attach_stdio(run_dir: &Path, how: AttachStdio) -> Result<i32, AttachError
             errno,
         })?;
     let pump = if how.stdin || how.tty {
-        let sender = attach.try_clone().map_err(|e| ProtocolError::Io(e))?;
+        let sender = attach.try_clone().map_err(ProtocolError::Io)?;
         let winch_r = winch
             .as_ref()
             .map(|w| w.read.try_clone())
             .transpose()
-            .map_err(|e| ProtocolError::Io(e))?;
+            .map_err(ProtocolError::Io)?;
         let with_stdin = how.stdin;
         Some(std::thread::spawn(move || {
             pump_input(sender, stdin_fd, with_stdin, winch_r, stop_r)
