@@ -520,6 +520,49 @@ mod tests {
     }
 
     #[test]
+    fn writer_splits_long_lines_and_rotates() {
+        let dir = std::env::temp_dir().join(format!("hako-logs-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("l");
+        let mut w = LogWriter::open(&path, 0).expect("open");
+        w.write(Stream::Stdout, b"ab", ts(1)).expect("write");
+        w.write(Stream::Stderr, b"E\n", ts(2)).expect("write");
+        w.write(Stream::Stdout, b"c\nd", ts(3)).expect("write");
+        w.write(Stream::Stdout, &vec![b'x'; MAX_RECORD + 5], ts(4))
+            .expect("write");
+        w.flush_partial(ts(5)).expect("flush");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let got: Vec<(String, char, usize)> = text
+            .lines()
+            .map(|l| parse_record(l.as_bytes()).expect("record"))
+            .map(|r| {
+                (
+                    r.stream.as_str().to_string(),
+                    if r.partial { 'P' } else { 'F' },
+                    r.content.len(),
+                )
+            })
+            .collect();
+        let want = [
+            ("stderr", 'F', 1),
+            ("stdout", 'F', 3),
+            ("stdout", 'P', MAX_RECORD),
+            ("stdout", 'P', 6),
+        ];
+        let want: Vec<(String, char, usize)> = want
+            .iter()
+            .map(|(s, k, n)| (s.to_string(), *k, *n))
+            .collect();
+        assert_eq!(got, want);
+        let mut w = LogWriter::open(&path, 10).expect("reopen appends");
+        w.write(Stream::Stdout, b"rotate me\n", ts(6))
+            .expect("write");
+        assert!(rotated_path(&path).exists());
+        assert_eq!(std::fs::metadata(&path).expect("new file").len(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn parses_records() {
         let r = parse_record(b"2026-12-02T15:36:02.123456789Z stderr P a b ").expect("record");
         assert_eq!(r.stream, Stream::Stderr);

@@ -431,7 +431,13 @@ fn create_failure(
     json_log_start: u64,
 ) -> String {
     let text = String::from_utf8_lossy(output);
-    let text = text.trim();
+    let text = text
+        .lines()
+        .map(logfmt_message)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = text.as_str();
     let mut parts: Vec<String> = Vec::new();
     if !text.is_empty() {
         parts.push(text.to_string());
@@ -461,6 +467,25 @@ fn create_failure(
     } else {
         format!("{runtime} create failed ({how}): {}", parts.join("; "))
     }
+}
+
+/// runc's text log lines are logfmt (`time="…" level=error msg="…"`):
+/// their `msg` is the message. Other lines are kept as they are.
+fn logfmt_message(line: &str) -> String {
+    let line = line.trim();
+    let Some(start) = line.find(" msg=\"").map(|i| i + 6) else {
+        return line.to_string();
+    };
+    let mut msg = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return msg,
+            '\\' => msg.extend(chars.next()),
+            c => msg.push(c),
+        }
+    }
+    line.to_string()
 }
 
 impl Monitor {
@@ -690,5 +715,20 @@ impl Monitor {
                 .stderr(Stdio::null())
                 .spawn();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logfmt_message;
+
+    #[test]
+    fn takes_the_msg_of_logfmt_lines() {
+        let l = r#"time="2026-12-02T15:53:25Z" level=error msg="runc create failed: exec: \"/x\": stat /x: no such file""#;
+        assert_eq!(
+            logfmt_message(l),
+            r#"runc create failed: exec: "/x": stat /x: no such file"#
+        );
+        assert_eq!(logfmt_message("  plain error "), "plain error");
     }
 }
