@@ -142,6 +142,6 @@ read -r m mp < <(stats "$work/rt-monitor")
 read -r r rp < <(stats "$work/rt-run")
 read -r p pp < <(stats "$work/rt-podman")
 echo "(b) /bin/true, median (p90) of $N, ms"
-printf "    %-42s %7s (%s)\n" "hako-monitor spawn→start→Exit frame" "$m" "$mp" \
+printf "    %-42s %7s (%s)\n" "hako-monitor spawn-start-Exit frame" "$m" "$mp" \
     "hako-runtime run (no monitor)" "$r" "$rp" "podman run --rm (conmon, runc)" "$p" "$pp"
 echo "    ratio monitor/runtime-run $(ratio "$m" "$r"), monitor/podman $(ratio "$m" "$p")"

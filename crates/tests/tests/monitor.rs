@@ -402,6 +402,57 @@ fn stdin_without_the_flag_gets_an_error_frame() {
     assert_eq!(joined(&f, stdout_of), "done\n");
 }
 
+/// The child half of the next test: attach_stdio owns fds 0-2 here.
+#[test]
+fn attach_stdio_child() {
+    let Ok(run) = std::env::var("HAKO_TEST_ATTACH_STDIO") else {
+        return;
+    };
+    let how = hako_monitor::AttachStdio {
+        stdin: true,
+        tty: false,
+    };
+    let code = hako_monitor::attach_stdio(Path::new(&run), how).expect("attach_stdio");
+    std::process::exit(code);
+}
+
+#[test]
+fn attach_stdio_pumps_the_callers_stdio_and_returns_the_exit_code() {
+    let rt = Rt::hako();
+    // Output only after the first stdin line: it comes through the client.
+    let b = sh("read l; echo got:$l; cat; echo to-err >&2; exit 6");
+    let mut c = Ctr::new(&rt, &b);
+    c.opts.stdin = true;
+    c.spawn();
+    let input = c.logs.path.join("input");
+    std::fs::write(&input, "piped-in\nmore\n").expect("input");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"));
+    child
+        .args([
+            "--exact",
+            "attach_stdio_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HAKO_TEST_ATTACH_STDIO", &c.run.path)
+        .stdin(std::fs::File::open(&input).expect("open input"));
+    let (run_rt, id) = (&rt, c.id.clone());
+    let handle = std::thread::scope(|s| {
+        let t = s.spawn(|| output_via_files(child));
+        run_rt.start(&id);
+        t.join().expect("child")
+    });
+    let out = String::from_utf8_lossy(&handle.stdout);
+    let err = String::from_utf8_lossy(&handle.stderr);
+    assert_eq!(
+        handle.status.code(),
+        Some(6),
+        "stdout {out:?} stderr {err:?}"
+    );
+    assert!(out.contains("got:piped-in\nmore\n"), "stdout {out:?}");
+    assert!(err.contains("to-err"), "stderr {err:?}");
+}
+
 fn terminal(rt: Rt) {
     let mut b = sh("tty; sleep 0.3; stty size; read line; echo got:$line");
     b.edit(|c| c["process"]["terminal"] = json!(true));
@@ -612,6 +663,31 @@ fn the_log_rotates_past_its_max_size() {
         .collect();
     assert_eq!(tail.len(), 2);
     assert_eq!(tail[0].content, b"line-298");
+}
+
+#[test]
+fn following_the_log_crosses_rotations() {
+    let rt = Rt::hako();
+    let b = sh("i=0; while [ $i -lt 150 ]; do echo line-$i; i=$((i+1)); sleep 0.01; done");
+    let mut c = Ctr::new(&rt, &b);
+    c.opts.log_max_size = 1500;
+    c.spawn();
+    let (log, run) = (c.log_path().to_path_buf(), c.run.path.clone());
+    let follower = std::thread::spawn(move || {
+        read_log(&log, Follow::UntilExit { run_dir: run }, None, None)
+            .expect("follow")
+            .map(|r| String::from_utf8_lossy(&r.expect("record").content).into_owned())
+            .collect::<Vec<_>>()
+    });
+    rt.start(&c.id);
+    assert_eq!(c.wait_exit(20).exit_code, 0);
+    let lines = follower.join().expect("follower");
+    let want: Vec<String> = (0..150).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, want);
+    assert!(
+        c.logs.path.join("ctr.log.1").exists(),
+        "the log never rotated"
+    );
 }
 
 #[test]
