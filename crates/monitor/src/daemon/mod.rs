@@ -302,62 +302,17 @@ fn setup(args: &Args, ready: OwnedFd) -> Result<Monitor, SetupError> {
     } else {
         outputs.iter().map(|o| &o.fd).collect()
     };
-    let mut runtime_output = Vec::new();
-    let mut master = None;
-    let mut reaped = Vec::new();
-    let mut runtime_status = None;
     let mut buf = vec![0u8; READ_BUFFER];
-    let mut drain = |fd: &OwnedFd, into: &mut Vec<u8>| {
-        while let Ok(Some(n)) = sys::read_some(fd.as_fd(), &mut buf) {
-            if n == 0 {
-                break;
-            }
-            if into.len() < MAX_RUNTIME_OUTPUT {
-                into.extend_from_slice(&buf[..n]);
-            }
-        }
-    };
-    while runtime_status.is_none() {
-        let mut fds = vec![sys::pollfd(sigfd.as_fd(), libc::POLLIN)];
-        fds.extend(
-            read_fds
-                .iter()
-                .map(|fd| sys::pollfd(fd.as_fd(), libc::POLLIN)),
-        );
-        if let (Some(l), None) = (&console, &master) {
-            fds.push(sys::pollfd(l.as_fd(), libc::POLLIN));
-        }
-        sys::poll(&mut fds, 1000)?;
-        for fd in &read_fds {
-            drain(fd, &mut runtime_output);
-        }
-        if let (Some(l), None) = (&console, &master) {
-            master = accept_master(l)?;
-        }
-        sys::drain_signalfd(&sigfd);
-        for (pid, code, sig) in sys::reap_all() {
-            if pid == runtime_pid {
-                runtime_status = Some((code, sig));
-            } else {
-                reaped.push((pid, code, sig));
-            }
-        }
-    }
-    for fd in &read_fds {
-        drain(fd, &mut runtime_output);
-    }
-    if let (Some(l), None) = (&console, &master) {
-        master = accept_master(l)?;
-    }
+    let created = wait_for_create(&sigfd, runtime_pid, &read_fds, console.as_ref(), &mut buf)?;
     drop(console);
     drop(capture);
     let _ = std::fs::remove_file(run.join(protocol::CONSOLE_SOCKET));
 
-    if runtime_status != Some((Some(0), None)) {
+    if created.status != Some((Some(0), None)) {
         return Err(SetupError::Create(create_failure(
             args,
-            runtime_status,
-            &runtime_output,
+            created.status,
+            &created.output,
             json_log.as_deref(),
             json_log_start,
         )));
@@ -371,7 +326,7 @@ fn setup(args: &Args, ready: OwnedFd) -> Result<Monitor, SetupError> {
     })?;
     let mut pty = None;
     if args.terminal {
-        let m = master.ok_or_else(|| {
+        let m = created.master.ok_or_else(|| {
             SetupError::Create(format!(
                 "{} create succeeded but sent no pty master over {}",
                 args.runtime.display(),
@@ -392,7 +347,8 @@ fn setup(args: &Args, ready: OwnedFd) -> Result<Monitor, SetupError> {
         });
         pty = Some(m);
     }
-    let exited = reaped
+    let exited = created
+        .reaped
         .iter()
         .find(|r| r.0 == container_pid)
         .map(|r| (r.1, r.2, Instant::now() + DRAIN_AFTER_EXIT));
@@ -412,6 +368,76 @@ fn setup(args: &Args, ready: OwnedFd) -> Result<Monitor, SetupError> {
         buf,
         frame: Vec::new(),
     })
+}
+
+/// What happened while the runtime's create ran.
+struct Created {
+    /// The runtime's (exit code, signal); None if it was never reaped.
+    status: Option<(Option<i32>, Option<i32>)>,
+    /// What it wrote on its stdout and stderr (bounded).
+    output: Vec<u8>,
+    /// The pty master it sent over the console socket.
+    master: Option<OwnedFd>,
+    /// Other children reaped meanwhile: (pid, exit code, signal).
+    reaped: Vec<(i32, Option<i32>, Option<i32>)>,
+}
+
+/// Waits for `RT create` (pid `runtime_pid`) to exit, meanwhile reading
+/// what it writes on `output_fds` and accepting the pty master on
+/// `console`; reaps every child.
+fn wait_for_create(
+    sigfd: &SignalFd,
+    runtime_pid: i32,
+    output_fds: &[&OwnedFd],
+    console: Option<&UnixListener>,
+    buf: &mut [u8],
+) -> Result<Created, SetupError> {
+    let mut c = Created {
+        status: None,
+        output: Vec::new(),
+        master: None,
+        reaped: Vec::new(),
+    };
+    let mut drain = |c: &mut Created| -> Result<(), SetupError> {
+        for fd in output_fds {
+            while let Ok(Some(n)) = sys::read_some(fd.as_fd(), buf) {
+                if n == 0 {
+                    break;
+                }
+                if c.output.len() < MAX_RUNTIME_OUTPUT {
+                    c.output.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        if let (Some(l), None) = (console, &c.master) {
+            c.master = accept_master(l)?;
+        }
+        Ok(())
+    };
+    while c.status.is_none() {
+        let mut fds = vec![sys::pollfd(sigfd.as_fd(), libc::POLLIN)];
+        fds.extend(
+            output_fds
+                .iter()
+                .map(|fd| sys::pollfd(fd.as_fd(), libc::POLLIN)),
+        );
+        if let (Some(l), None) = (console, &c.master) {
+            fds.push(sys::pollfd(l.as_fd(), libc::POLLIN));
+        }
+        sys::poll(&mut fds, 1000)?;
+        drain(&mut c)?;
+        sys::drain_signalfd(sigfd);
+        for (pid, code, sig) in sys::reap_all() {
+            if pid == runtime_pid {
+                c.status = Some((code, sig));
+            } else {
+                c.reaped.push((pid, code, sig));
+            }
+        }
+    }
+    // What it wrote (or sent) right before exiting.
+    drain(&mut c)?;
+    Ok(c)
 }
 
 fn accept_master(l: &UnixListener) -> Result<Option<OwnedFd>, SetupError> {
