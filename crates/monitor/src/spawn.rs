@@ -59,7 +59,10 @@ pub struct MonitorOptions {
     pub log_path: PathBuf,
     /// None: `hako-runtime` next to the monitor executable, else in PATH.
     pub runtime: Option<PathBuf>,
-    /// Global runtime args before the subcommand (`--root X`, `--log F`).
+    /// Global runtime args before the subcommand (`--root X`, `--log F`),
+    /// passed verbatim; the runtime runs in the run dir, so give absolute
+    /// paths. With `--log F --log-format json`, F's error entries join the
+    /// runtime's stderr in [`MonitorError::Create`].
     pub runtime_args: Vec<OsString>,
     /// Rotate the log past this size; 0 never.
     pub log_max_size: u64,
