@@ -565,6 +565,30 @@ fn the_monitor_outlives_its_spawner_in_its_own_session() {
 }
 
 #[test]
+fn the_monitor_does_not_keep_its_spawners_stray_fds() {
+    use std::os::fd::AsFd;
+    // Inheritable on purpose, like a shell's descriptors or a caller's
+    // captured pipe: the monitor must not hold it for the container's life.
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    let rt = Rt::hako();
+    let b = Bundle::new(&["sleep", "5"]);
+    let c = Ctr::new(&rt, &b);
+    let started = c.spawn();
+    drop(w);
+    let mut fds = [nix::poll::PollFd::new(
+        r.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    // Other tests' short-lived children may hold it for a moment too.
+    let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(3000u16)).expect("poll");
+    let hup = fds[0]
+        .revents()
+        .is_some_and(|e| e.contains(nix::poll::PollFlags::POLLHUP));
+    assert!(n == 1 && hup, "the spawner's pipe is still open after 3 s");
+    assert!(Path::new(&format!("/proc/{}", started.monitor_pid)).exists());
+}
+
+#[test]
 fn orphaned_grandchildren_are_reaped() {
     let rt = Rt::hako();
     // No pid namespace: an orphan goes to the nearest subreaper, the monitor.

@@ -90,6 +90,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
             return 2;
         }
     };
+    sys::close_inherited_fds(args.sync_fd);
     let sync = match args.sync_fd.map(sys::adopt_cloexec).transpose() {
         Ok(s) => s,
         Err(e) => {

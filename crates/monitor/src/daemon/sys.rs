@@ -74,6 +74,28 @@ pub fn null_stdio() -> Result<(), SysError> {
     Ok(())
 }
 
+/// Closes every descriptor this process inherited except 0-2 and `keep`:
+/// a caller's stray descriptors (a shell's, a captured pipe) must not stay
+/// open for the container's lifetime. Call first thing, before anything
+/// of ours is open.
+pub fn close_inherited_fds(keep: Option<RawFd>) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && Some(fd) != keep {
+            // SAFETY: nothing in this process owns inherited descriptors
+            // yet (main calls this before opening any); the one the
+            // directory listing used is already closed, which gives EBADF.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// A pipe, both ends close-on-exec: (read, write).
 pub fn pipe() -> Result<(OwnedFd, OwnedFd), SysError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe2"))
