@@ -453,14 +453,21 @@ fn attach_stdio_pumps_the_callers_stdio_and_returns_the_exit_code() {
     assert!(err.contains("to-err"), "stderr {err:?}");
 }
 
-fn terminal(rt: Rt) {
+fn terminal(rt: Rt, long_run_dir: bool) {
     let mut b = sh("tty; sleep 0.3; stty size; read line; echo got:$line");
     b.edit(|c| c["process"]["terminal"] = json!(true));
     let mut c = Ctr::new(&rt, &b);
     c.opts.terminal = true;
+    if long_run_dir {
+        // RUN/console.sock longer than a socket address holds.
+        let deep = c.run.path.join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        c.opts.run_dir = deep;
+    }
+    let run = c.opts.run_dir.clone();
     c.spawn();
-    assert!(!c.run.path.join("console.sock").exists());
-    let a = Attach::connect(&c.run.path).expect("attach");
+    assert!(!run.join("console.sock").exists());
+    let a = Attach::connect(&run).expect("attach");
     a.resize(33, 101).expect("resize");
     rt.start(&c.id);
     std::thread::sleep(Duration::from_millis(100));
@@ -484,12 +491,22 @@ fn terminal(rt: Rt) {
 
 #[test]
 fn terminal_mode_gives_a_pty_and_applies_resize() {
-    terminal(Rt::hako());
+    terminal(Rt::hako(), false);
+}
+
+#[test]
+fn terminal_mode_with_a_run_dir_path_too_long_for_a_socket_address() {
+    terminal(Rt::hako(), true);
+}
+
+#[test]
+fn runc_terminal_mode_with_a_long_run_dir() {
+    terminal(Rt::runc(), true);
 }
 
 #[test]
 fn runc_terminal_mode() {
-    terminal(Rt::runc());
+    terminal(Rt::runc(), false);
 }
 
 #[test]

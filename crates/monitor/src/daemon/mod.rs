@@ -30,7 +30,7 @@ mod sys;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -246,6 +246,7 @@ fn setup(args: &Args, ready: OwnedFd) -> Result<Monitor, SetupError> {
     // What the runtime writes during create: its errors.
     let mut capture = Vec::new();
     let mut console = None;
+    let mut run_dir_fd = None;
     if args.terminal {
         let path = run.join(protocol::CONSOLE_SOCKET);
         let l = UnixListener::bind(protocol::CONSOLE_SOCKET)
@@ -253,7 +254,20 @@ fn setup(args: &Args, ready: OwnedFd) -> Result<Monitor, SetupError> {
         l.set_nonblocking(true)
             .map_err(io_err("making non-blocking", &path))?;
         console = Some(l);
-        cmd.arg("--console-socket").arg(&path);
+        // A socket address holds 108 bytes: a longer path goes through
+        // our descriptor of the run dir, which the runtime can follow.
+        if path.as_os_str().len() < 100 {
+            cmd.arg("--console-socket").arg(&path);
+        } else {
+            let dir = File::open(run).map_err(io_err("opening the run dir", run))?;
+            cmd.arg("--console-socket").arg(format!(
+                "/proc/{}/fd/{}/{}",
+                std::process::id(),
+                dir.as_raw_fd(),
+                protocol::CONSOLE_SOCKET
+            ));
+            run_dir_fd = Some(dir);
+        }
         let (r, w) = sys::pipe()?;
         let w2 = w
             .try_clone()
@@ -305,8 +319,7 @@ fn setup(args: &Args, ready: OwnedFd) -> Result<Monitor, SetupError> {
     };
     let mut buf = vec![0u8; READ_BUFFER];
     let created = wait_for_create(&sigfd, runtime_pid, &read_fds, console.as_ref(), &mut buf)?;
-    drop(console);
-    drop(capture);
+    drop((console, run_dir_fd, capture));
     let _ = std::fs::remove_file(run.join(protocol::CONSOLE_SOCKET));
 
     if created.status != Some((Some(0), None)) {
