@@ -139,9 +139,12 @@ round() {
 }
 interleave "$N" round monitor run podman
 read -r m mp < <(stats "$work/rt-monitor")
+read -r ms _ < <(awk '{ print $2 }' "$work/rt-monitor" >"$work/rt-spawn"; stats "$work/rt-spawn")
+read -r mt _ < <(awk '{ print $3 }' "$work/rt-monitor" >"$work/rt-start"; stats "$work/rt-start")
 read -r r rp < <(stats "$work/rt-run")
 read -r p pp < <(stats "$work/rt-podman")
 echo "(b) /bin/true, median (p90) of $N, ms"
 printf "    %-42s %7s (%s)\n" "hako-monitor spawn-start-Exit frame" "$m" "$mp" \
     "hako-runtime run (no monitor)" "$r" "$rp" "podman run --rm (conmon, runc)" "$p" "$pp"
+echo "    of which spawn() (monitor + runtime create) $ms, runtime start $mt"
 echo "    ratio monitor/runtime-run $(ratio "$m" "$r"), monitor/podman $(ratio "$m" "$p")"

@@ -2,6 +2,9 @@
 //! (for bench/monitor.sh): prints the microseconds from `spawn` to the
 //! Exit frame of an attach client connected before `start`.
 //!
+//! Then the part of it spent in `spawn` (the monitor starting and the
+//! runtime's create) and in `start`, in microseconds.
+//!
 //! Usage: roundtrip MONITOR RUNTIME STATE_ROOT BUNDLE RUN_DIR LOG ID
 
 use std::process::{Command, ExitCode, Stdio};
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
         eprintln!("roundtrip: {e}");
         return ExitCode::FAILURE;
     }
+    let spawned = t0.elapsed();
     let attach = match Attach::connect(run_dir.as_ref()) {
         Ok(a) => a,
         Err(e) => {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         eprintln!("roundtrip: {runtime} start {id} failed");
         return ExitCode::FAILURE;
     }
+    let start_done = t0.elapsed();
     loop {
         match attach.read_frame() {
             Ok(Some(Frame::Exit(_))) => break,
@@ -48,6 +53,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    println!("{}", t0.elapsed().as_micros());
+    println!(
+        "{} {} {}",
+        t0.elapsed().as_micros(),
+        spawned.as_micros(),
+        (start_done - spawned).as_micros()
+    );
     ExitCode::SUCCESS
 }
