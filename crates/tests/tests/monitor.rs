@@ -261,6 +261,25 @@ fn exit_code_zero() {
     assert_eq!((exit.exit_code, exit.signal), (0, None));
 }
 
+#[test]
+fn a_restarted_container_appends_to_its_log() {
+    let rt = Rt::hako();
+    let b = sh("echo run-$(cat /proc/sys/kernel/random/uuid | head -c 8)");
+    let first = Ctr::new(&rt, &b);
+    first.spawn();
+    rt.start(&first.id);
+    first.wait_exit(10);
+    let mut again = Ctr::new(&rt, &b);
+    again.opts.log_path = first.log_path().to_path_buf();
+    again.spawn();
+    rt.start(&again.id);
+    again.wait_exit(10);
+    let records = first.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_ne!(records[0].content, records[1].content);
+    assert!(records[0].timestamp < records[1].timestamp);
+}
+
 fn killed_container(rt: Rt) {
     let b = Bundle::new(&["sleep", "100"]);
     let c = Ctr::new(&rt, &b);
