@@ -37,6 +37,20 @@ pub fn runtime_bin() -> PathBuf {
     p
 }
 
+/// Path of the hako-monitor binary (override with HAKO_MONITOR).
+pub fn monitor_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("HAKO_MONITOR") {
+        return PathBuf::from(p);
+    }
+    let p = bin_dir().join("hako-monitor");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build -p hako-monitor)",
+        p.display()
+    );
+    p
+}
+
 /// A directory removed on drop (tests unmount what they mounted below it).
 pub struct TempDir {
     pub path: PathBuf,
