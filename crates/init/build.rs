@@ -63,7 +63,7 @@ fn compile_executable(exe: &Path) {
         .arg(format!("--target={target}"))
         .args(["-C", "panic=abort"])
         // Always optimised: the program is a few hundred lines, and an
-        // unoptimised one is five times larger for nothing.
+        // unoptimised one is several times larger for nothing.
         .args(["-C", "opt-level=s"])
         .args(["-C", "codegen-units=1"])
         .args(["-C", "lto=fat"])
@@ -77,10 +77,12 @@ fn compile_executable(exe: &Path) {
         .arg(exe)
         .arg(manifest_dir.join("src/lib.rs"))
         .env("HAKO_INIT_BINARY", exe);
+    // The code is compiled the same way in every profile, so what the dev
+    // build links the release build links (a release-only
+    // debug-assertions difference once let LLVM turn a loop into a call to
+    // strlen there only). Symbols are kept outside release, for gdb.
     if release {
         cmd.args(["-C", "strip=symbols"]);
-    } else {
-        cmd.args(["-C", "debug-assertions=on"]);
     }
     if let Ok(linker) = env::var("RUSTC_LINKER") {
         cmd.arg(format!("-Clinker={linker}"));

@@ -1,9 +1,9 @@
 //! What the static executable needs besides `main`: `_start`, the panic
-//! handler and the C memory functions core's code calls. Their symbols are
-//! exported only in the executable build (`--cfg hako_init_exe`, see
-//! build.rs); in the library build (which clippy and the tests see) they
-//! are ordinary functions, so a crate linking the library gets no
-//! `memcpy` or `_start` of ours.
+//! handler and the C functions (mem*, bcmp, strlen) that core and LLVM
+//! emit calls to. Their symbols are exported only in the executable build
+//! (`--cfg hako_init_exe`, see build.rs); in the library build (which
+//! clippy and the tests see) they are ordinary functions, so a crate
+//! linking the library gets no `memcpy` or `_start` of ours.
 
 use crate::message::Message;
 use crate::startup::{Args, Env};
@@ -134,4 +134,18 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: same contract.
     unsafe { memcmp(a, b, n) }
+}
+
+/// LLVM recognises a NUL-scanning loop (`startup::c_str`) as `strlen`.
+///
+/// # Safety
+/// As C's `strlen`: `s` points to a NUL-terminated string.
+#[cfg_attr(hako_init_exe, no_mangle)]
+pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
+    let mut n = 0;
+    // SAFETY: every byte up to the NUL is part of the string.
+    while unsafe { s.add(n).read_volatile() } != 0 {
+        n += 1;
+    }
+    n
 }
