@@ -1,5 +1,7 @@
-//! `hako`: the engine's command line (images for now). Argument parsing,
-//! output and exit codes only; the work is in hako-image.
+//! `hako`: the engine's command line. Argument parsing, output and exit
+//! codes only; the work is in hako-image and hako-engine.
+
+mod containers;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -126,6 +128,97 @@ enum Command {
         #[command(subcommand)]
         command: SystemCommand,
     },
+    /// Create a container and run it (pulling its image when missing).
+    Run(containers::RunArgs),
+    /// Create a container without starting it; prints its ID.
+    Create(containers::RunArgs),
+    /// Start containers.
+    Start {
+        /// Attach to its output and wait for it.
+        #[arg(short, long)]
+        attach: bool,
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: the stop signal, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL (the container's stop timeout,
+        /// 10 by default).
+        #[arg(short, long)]
+        time: Option<u64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+        /// Accepted for docker compatibility: anonymous volumes always go.
+        #[arg(short, long)]
+        volumes: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Show a container's output.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        /// RFC 3339, a Unix time or a duration back from now (10m).
+        #[arg(long)]
+        since: Option<String>,
+        /// The last N lines, or "all".
+        #[arg(short = 'n', long)]
+        tail: Option<String>,
+        #[arg(short, long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// Wait for containers to exit; prints their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers (or images) as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Pods: containers sharing namespaces.
+    Pod {
+        #[command(subcommand)]
+        command: containers::PodCommand,
+    },
+    /// CNI networks.
+    Network {
+        #[command(subcommand)]
+        command: containers::NetworkCommand,
+    },
+    /// A container's published ports.
+    Port { container: String },
+    /// Named volumes.
+    Volume {
+        #[command(subcommand)]
+        command: containers::VolumeCommand,
+    },
+    /// Container commands.
+    Container {
+        #[command(subcommand)]
+        command: containers::ContainerCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,27 +246,171 @@ enum ImageCommand {
 enum SystemCommand {
     /// Disk usage of images and layers.
     Df,
+    /// Remove stopped containers, then dangling images and unused layers.
+    Prune {
+        /// Also images no container uses.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask (there is nothing to ask: accepted for docker).
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let (root, runroot) = (cli.root.clone(), cli.runroot.clone());
+    let result = match cli.command {
+        Command::Run(a) => containers::run(&root, &runroot, a, true),
+        Command::Create(a) => containers::run(&root, &runroot, a, false),
+        Command::Start {
+            attach,
+            interactive,
+            containers,
+        } => containers::start(&root, &runroot, attach, interactive, &containers),
+        Command::Stop { time, containers } => containers::stop(&root, &runroot, time, &containers),
+        Command::Kill { signal, containers } => {
+            containers::kill(&root, &runroot, &signal, &containers)
+        }
+        Command::Rm {
+            force, containers, ..
+        } => containers::rm(&root, &runroot, force, &containers),
+        Command::Ps(a) => containers::ps(&root, &runroot, &a),
+        Command::Logs {
+            follow,
+            since,
+            tail,
+            timestamps,
+            container,
+        } => containers::logs(
+            &root,
+            &runroot,
+            follow,
+            since.as_deref(),
+            tail.as_deref(),
+            timestamps,
+            &container,
+        ),
+        Command::Wait { containers } => containers::wait(&root, &runroot, &containers),
+        Command::Exec(a) => containers::exec(&root, &runroot, a),
+        Command::Volume { command } => containers::volume_cmd(&root, &runroot, command),
+        Command::Pod { command } => containers::pod_cmd(&root, &runroot, command),
+        Command::Network { command } => containers::network_cmd(&root, &runroot, command),
+        Command::Port { container } => containers::port(&root, &runroot, &container),
+        Command::Inspect { names } => inspect_any(&root, &runroot, &names),
+        Command::Container { command } => containers::container_cmd(&root, &runroot, command),
+        Command::System {
+            command: SystemCommand::Prune { all, .. },
+        } => system_prune(&root, &runroot, all),
+        other => run(Cli {
+            root,
+            runroot,
+            command: other,
+        })
+        .map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = e.source();
-            while let Some(s) = src {
-                let t = s.to_string();
-                if !msg.contains(&t) {
-                    msg.push_str(": ");
-                    msg.push_str(&t);
-                }
-                src = s.source();
-            }
-            eprintln!("hako: {msg}");
+            eprintln!("hako: {}", error_text(e.as_ref()));
             ExitCode::from(125)
         }
     }
+}
+
+/// An error with the sources it does not already say.
+pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+/// `hako inspect`: containers first, then images (as docker).
+fn inspect_any(
+    root: &std::path::Path,
+    runroot: &std::path::Path,
+    names: &[String],
+) -> Result<i32, Error> {
+    let engine = hako_engine::Engine::open(root, runroot)?;
+    let mut out = Vec::new();
+    for n in names {
+        match engine.find(n) {
+            Ok(r) => out.push(containers::inspect_json(&engine, &r)),
+            Err(hako_engine::EngineError::NotFound(_)) => {
+                let rec = engine.store().resolve(n)?;
+                out.push(serde_json::json!({
+                    "Id": rec.id.encoded(), "Digest": rec.manifest_digest, "RepoTags": rec.names,
+                    "Created": rec.created, "Size": rec.size, "Platform": rec.platform,
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+fn system_prune(
+    root: &std::path::Path,
+    runroot: &std::path::Path,
+    all: bool,
+) -> Result<i32, Error> {
+    let engine = hako_engine::Engine::open(root, runroot)?;
+    let gone = engine.prune()?;
+    println!("Deleted containers: {}", gone.len());
+    for id in &gone {
+        println!("{id}");
+    }
+    let store = engine.store();
+    let used: std::collections::HashSet<String> =
+        engine.list()?.into_iter().map(|r| r.image_id).collect();
+    let mut images = 0;
+    for r in store.images()? {
+        if (r.names.is_empty() || all) && !used.contains(&r.id.to_string()) {
+            store.remove_image(&r.id)?;
+            images += 1;
+        }
+    }
+    let (n, bytes) = prune(store, true)?;
+    println!(
+        "Deleted images: {images}\nRemoved {n} unused blobs and layers ({})",
+        human(bytes)
+    );
+    Ok(0)
+}
+
+/// Pulls `reference` for `run`/`create` (a registry or a transport).
+pub(crate) fn pull_image(
+    store: &Store,
+    reference: &str,
+    platform: Option<&str>,
+    quiet: bool,
+) -> Result<ImageRecord, Error> {
+    let platform = platform.map(Platform::parse).transpose()?;
+    let pulled = match ImageSource::parse(reference)? {
+        ImageSource::Registry(r) => {
+            let opts = PullOptions {
+                platform,
+                quiet,
+                credentials: None,
+                insecure: false,
+            };
+            pull::pull(store, &r, &opts).map_err(Error::from)
+        }
+        source => transfer::import(store, &source, &ImportOptions { platform, quiet })
+            .map_err(Error::from),
+    };
+    pulled.inspect_err(|_| {
+        let _ = prune(store, false);
+    })
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
@@ -264,10 +501,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Rmi { force, images } => {
-            let store = Store::open(&cli.root)?;
+            let engine = hako_engine::Engine::open(&cli.root, &cli.runroot)?;
+            let store = engine.store();
             let mut failed = None;
             for i in images {
-                match rmi(&store, &i, force) {
+                match rmi(&engine, &i, force) {
                     Ok(msg) => println!("{msg}"),
                     Err(e) => {
                         eprintln!("hako: {i}: {e}");
@@ -277,7 +515,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             // Blobs and layers go too, unless a pull or push is running
             // (then `hako image prune` collects them later).
-            prune(&store, false)?;
+            prune(store, false)?;
             match failed {
                 Some(f) => Err(f.into()),
                 None => Ok(()),
@@ -445,6 +683,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
+        // Dispatched by main before this match.
+        _ => Err("this command is handled by the engine path".into()),
     }
 }
 
@@ -536,7 +776,8 @@ fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn rmi(store: &Store, what: &str, force: bool) -> Result<String, Error> {
+fn rmi(engine: &hako_engine::Engine, what: &str, force: bool) -> Result<String, Error> {
+    let store = engine.store();
     let rec = store.resolve(what)?;
     let normalised = Reference::parse(what).ok().map(|r| r.to_string());
     // A name untags; the image goes with its last name, or when asked by
@@ -557,6 +798,13 @@ fn rmi(store: &Store, what: &str, force: bool) -> Result<String, Error> {
             .into());
         }
         None => {}
+    }
+    if let Some(c) = engine.image_users(&rec.id)?.first() {
+        return Err(format!(
+            "image {} is in use by container {c}: remove the container first",
+            &rec.id.encoded()[..12]
+        )
+        .into());
     }
     store.remove_image(&rec.id)?;
     Ok(format!("Deleted: {}", rec.id.encoded()))
@@ -659,5 +907,14 @@ fn human(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -41,6 +41,10 @@ pub struct BundleOptions {
     pub entrypoint: Option<Vec<String>>,
     pub env: Vec<String>,
     pub terminal: bool,
+    /// Replaces the image's User (docker's forms: name, uid, uid:gid, …).
+    pub user: Option<String>,
+    /// Replaces the image's WorkingDir.
+    pub workdir: Option<String>,
 }
 
 /// PATH when the image sets none (docker's default).
@@ -80,10 +84,12 @@ pub fn runtime_spec(
         env.retain(|x| x.split('=').next() != Some(key));
         env.push(e.clone());
     }
-    let (uid, gid, additional) = resolve_user(rootfs, c.user.as_deref().unwrap_or(""))?;
-    let cwd = c
-        .working_dir
+    let user = opts.user.as_deref().or(c.user.as_deref()).unwrap_or("");
+    let (uid, gid, additional) = resolve_user(rootfs, user)?;
+    let cwd = opts
+        .workdir
         .clone()
+        .or(c.working_dir.clone())
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     spec["process"]["args"] = json!(args);
@@ -191,6 +197,12 @@ fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
         .read_to_string(&mut text)
         .ok()?;
     Some(text)
+}
+
+/// [`resolve_user`] for callers outside (`hako exec -u`): uid, gid and
+/// supplementary groups of `user` in the image at `rootfs`.
+pub fn resolve_user_in(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), BundleError> {
+    resolve_user(rootfs, user)
 }
 
 /// Resolves docker's User forms: "", uid, uid:gid, name, name:group,

@@ -49,3 +49,9 @@ pub(crate) fn debug(msg: &str) {
         eprintln!("hako: debug: {msg}");
     }
 }
+
+/// Removes `path` recursively, never following a symlink and never
+/// crossing into another mount (EBUSY instead); a missing path is fine.
+pub fn remove_tree(path: &std::path::Path) -> std::io::Result<()> {
+    sys::remove_tree(path)
+}

@@ -581,51 +581,7 @@ impl Snapshotter {
                     std::fs::create_dir(d).map_err(io_at("creating", d))?;
                     made.push(d.clone());
                 }
-                let tail = format!(
-                    ",upperdir={},workdir={}",
-                    escape_overlay_path(&upper),
-                    escape_overlay_path(&work)
-                );
-                let joined = lowers
-                    .iter()
-                    .map(|l| escape_overlay_path(l))
-                    .collect::<Vec<_>>()
-                    .join(":");
-                let page = 4096 - 1;
-                let mut held: Vec<File> = Vec::new();
-                let options = if "lowerdir=".len() + joined.len() + tail.len() <= page {
-                    format!("lowerdir={joined}{tail}")
-                } else {
-                    crate::debug(&format!(
-                        "overlay: {} lower dirs are too long for one page of options: \
-                         passing them as /proc/self/fd paths",
-                        lowers.len()
-                    ));
-                    let mut names = Vec::with_capacity(lowers.len());
-                    for l in &lowers {
-                        let f = File::options()
-                            .read(true)
-                            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                            .open(l)
-                            .map_err(io_at("opening a layer", l))?;
-                        names.push(format!("/proc/self/fd/{}", f.as_raw_fd()));
-                        held.push(f);
-                    }
-                    format!("lowerdir={}{tail}", names.join(":"))
-                };
-                mount_overlay(&merged, &options).map_err(|source| SnapshotError::Mount {
-                    dir: container_dir.to_path_buf(),
-                    options: if options.len() > 300 {
-                        // Cut at a character boundary: store paths need
-                        // not be ASCII.
-                        let cut = (0..=300).rev().find(|i| options.is_char_boundary(*i));
-                        format!("{}…", &options[..cut.unwrap_or(0)])
-                    } else {
-                        options.clone()
-                    },
-                    source,
-                })?;
-                drop(held);
+                mount_layers(&lowers, &upper, &work, &merged, container_dir)?;
                 Ok(PreparedRootfs {
                     rootfs: merged,
                     mounted: true,
@@ -641,6 +597,66 @@ impl Snapshotter {
             }
         }
         result
+    }
+
+    /// Mounts a rootfs [`Snapshotter::prepare_rootfs`] made again, with
+    /// its upper dir as it was (after [`Snapshotter::unmount_rootfs`] or
+    /// a reboot); already mounted is fine. Flat rootfs need nothing.
+    pub fn remount_rootfs(
+        &self,
+        chain: &[Digest],
+        container_dir: &Path,
+    ) -> Result<PreparedRootfs, SnapshotError> {
+        if self.kind == SnapshotKind::Flat {
+            return Ok(PreparedRootfs {
+                rootfs: container_dir.join("rootfs"),
+                mounted: false,
+            });
+        }
+        let merged = container_dir.join("merged");
+        if is_mount_point(&merged) {
+            return Ok(PreparedRootfs {
+                rootfs: merged,
+                mounted: true,
+            });
+        }
+        for c in chain {
+            if !self.has_layer(c) {
+                return Err(SnapshotError::MissingLayer {
+                    dir: container_dir.to_path_buf(),
+                    chain_id: c.clone(),
+                });
+            }
+        }
+        let mut lowers: Vec<PathBuf> = chain.iter().rev().map(|c| self.layer_dir(c)).collect();
+        if lowers.is_empty() {
+            lowers.push(container_dir.join("empty"));
+        }
+        mount_layers(
+            &lowers,
+            &container_dir.join("upper"),
+            &container_dir.join("work"),
+            &merged,
+            container_dir,
+        )?;
+        Ok(PreparedRootfs {
+            rootfs: merged,
+            mounted: true,
+        })
+    }
+
+    /// Unmounts a prepared overlay rootfs (lazily if busy), keeping its
+    /// upper dir; not mounted is fine.
+    pub fn unmount_rootfs(container_dir: &Path) -> Result<(), SnapshotError> {
+        let merged = container_dir.join("merged");
+        if is_mount_point(&merged) {
+            unmount(&merged).map_err(|source| SnapshotError::Unmount {
+                dir: container_dir.to_path_buf(),
+                target: merged.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// Undoes [`Snapshotter::prepare_rootfs`]: unmounts `merged` (lazily if
@@ -668,6 +684,67 @@ impl Snapshotter {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// Mounts overlay on `merged` with `lowers` (top-most first) and
+/// `upper`/`work`.
+fn mount_layers(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+    container_dir: &Path,
+) -> Result<(), SnapshotError> {
+    let io_at = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Io { path, what, source }
+    };
+    let tail = format!(
+        ",upperdir={},workdir={}",
+        escape_overlay_path(upper),
+        escape_overlay_path(work)
+    );
+    let joined = lowers
+        .iter()
+        .map(|l| escape_overlay_path(l))
+        .collect::<Vec<_>>()
+        .join(":");
+    let page = 4096 - 1;
+    let mut held: Vec<File> = Vec::new();
+    let options = if "lowerdir=".len() + joined.len() + tail.len() <= page {
+        format!("lowerdir={joined}{tail}")
+    } else {
+        crate::debug(&format!(
+            "overlay: {} lower dirs are too long for one page of options: \
+             passing them as /proc/self/fd paths",
+            lowers.len()
+        ));
+        let mut names = Vec::with_capacity(lowers.len());
+        for l in lowers {
+            let f = File::options()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(l)
+                .map_err(io_at("opening a layer", l))?;
+            names.push(format!("/proc/self/fd/{}", f.as_raw_fd()));
+            held.push(f);
+        }
+        format!("lowerdir={}{tail}", names.join(":"))
+    };
+    mount_overlay(merged, &options).map_err(|source| SnapshotError::Mount {
+        dir: container_dir.to_path_buf(),
+        options: if options.len() > 300 {
+            // Cut at a character boundary: store paths need
+            // not be ASCII.
+            let cut = (0..=300).rev().find(|i| options.is_char_boundary(*i));
+            format!("{}…", &options[..cut.unwrap_or(0)])
+        } else {
+            options.clone()
+        },
+        source,
+    })?;
+    drop(held);
+    Ok(())
+}
 
 /// Overlay option values separate lower dirs with ':' and options with
 /// ','; a backslash escapes them.

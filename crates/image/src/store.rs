@@ -212,8 +212,7 @@ impl Store {
     fn db(&self) -> Result<Db, StoreError> {
         let lock = self.must_lock(&self.root.join("hako.db.lock"), FlockArg::LockExclusive)?;
         let path = self.root.join("hako.db");
-        let db = redb::Database::create(&path)
-            .map_err(|e| StoreError::Db(e.to_string(), path.clone()))?;
+        let db = open_database(&path).map_err(|e| StoreError::Db(e, path.clone()))?;
         Ok(Db { db, _lock: lock })
     }
 
@@ -560,6 +559,33 @@ impl Store {
         }
         Ok((n, bytes))
     }
+}
+
+/// Opens the redb database at `path`, creating it if missing. A new one
+/// is made beside it and renamed into place, so a process killed while
+/// creating it leaves no half-written database (redb's commits are
+/// crash-safe; its first creation is not). The caller holds the
+/// database's flock.
+pub fn open_database(path: &Path) -> Result<redb::Database, String> {
+    if !path.exists() {
+        let tmp = path.with_extension(format!("new-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let made = redb::Database::create(&tmp).map_err(|e| e.to_string());
+        match made {
+            Ok(db) => {
+                drop(db);
+                if let Err(e) = std::fs::rename(&tmp, path) {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(format!("renaming {}: {e}", tmp.display()));
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    }
+    redb::Database::create(path).map_err(|e| e.to_string())
 }
 
 /// Seconds since the epoch → `YYYY-MM-DDTHH:MM:SSZ`, the form of

@@ -129,6 +129,16 @@ pub fn attach_stdio(run_dir: &Path, how: AttachStdio) -> Result<i32, AttachError
             }
         }
     };
+    attach_stdio_with(attach, run_dir, how)
+}
+
+/// [`attach_stdio`] over a connection made earlier: the engine connects
+/// before it starts the container, so none of its output is missed.
+pub fn attach_stdio_with(
+    attach: Attach,
+    run_dir: &Path,
+    how: AttachStdio,
+) -> Result<i32, AttachError> {
     let stdin_fd = io::stdin()
         .as_fd()
         .try_clone_to_owned()

@@ -100,11 +100,14 @@ impl Runtime {
             )));
         }
         let wants_tty = p.terminal().unwrap_or(false);
-        if wants_tty && opts.console_socket.is_none() {
+        if wants_tty && opts.console_socket.is_none() && opts.detach {
             return Err(RuntimeError::Usage(
-                "exec --tty needs --console-socket".into(),
+                "exec --tty --detach needs --console-socket".into(),
             ));
         }
+        // A foreground terminal without --console-socket: we receive the
+        // pty master ourselves and proxy it to our stdio, like runc.
+        let mut proxy_sock: Option<std::os::unix::net::UnixStream> = None;
         let console: Option<OwnedFd> = match (&opts.console_socket, wants_tty) {
             (Some(path), true) => Some(
                 std::os::unix::net::UnixStream::connect(path)
@@ -114,6 +117,12 @@ impl Runtime {
                         path.display()
                     )))?,
             ),
+            (None, true) => {
+                let (a, b) = std::os::unix::net::UnixStream::pair()
+                    .map_err(sys_err("creating the console socket pair"))?;
+                proxy_sock = Some(a);
+                Some(OwnedFd::from(b))
+            }
             _ => None,
         };
         let mut joins = namespaces_to_join(state.pid, &types)?;
@@ -235,12 +244,25 @@ impl Runtime {
             reap(pid);
             return Err(failure);
         }
+        let master = match &proxy_sock {
+            Some(sock) => match crate::console::recv_fd(sock) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    reap(pid);
+                    return Err(sys_err("receiving the pty master")(e));
+                }
+            },
+            None => None,
+        };
         if let Some(f) = &opts.pid_file {
             write_pid_file(f, pid)?;
         }
-        match blocked {
-            None => Ok(0),
-            Some(fwd) => Ok(fwd.wait_forwarding(pid)),
+        match (blocked, master) {
+            (None, _) => Ok(0),
+            (Some(fwd), Some(m)) => {
+                crate::terminal::proxy(&m, pid, &fwd.set).map_err(sys_err("terminal proxy"))
+            }
+            (Some(fwd), None) => Ok(fwd.wait_forwarding(pid)),
         }
     }
 }

@@ -1,0 +1,1185 @@
+//! The container commands: argument parsing, output and exit codes only;
+//! the work is in hako-engine.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use hako_engine::{ContainerRecord, CreateOptions, Engine, EngineError, Status};
+use hako_image::store::ImageRecord;
+
+use crate::Error;
+
+/// docker's exit codes for what went wrong before the container ran.
+pub const EXIT_ENGINE: i32 = 125;
+pub const EXIT_CANNOT_INVOKE: i32 = 126;
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+#[derive(Args, Debug, Clone)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help (-h is --hostname, as in docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// KEY=VALUE, or KEY to pass the host's value.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// HOST:CTR[:ro], NAME:CTR[:ro] or CTR.
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// CTR[:OPTIONS].
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// [IP:][HOST:]CTR[/PROTO].
+    #[arg(short, long = "publish")]
+    publish: Vec<String>,
+    /// none, host, bridge, a network name or container:ID.
+    #[arg(long = "network", alias = "net")]
+    network: Option<String>,
+    #[arg(long)]
+    dns: Vec<String>,
+    /// NAME:IP.
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    #[arg(long, short = 'h')]
+    hostname: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[arg(short, long)]
+    memory: Option<String>,
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    #[arg(long = "read-only")]
+    read_only: bool,
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    #[arg(long)]
+    privileged: bool,
+    /// seccomp=FILE|unconfined, no-new-privileges.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Run a tiny init as process 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    init: bool,
+    #[arg(short, long = "label")]
+    label: Vec<String>,
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    #[arg(long = "stop-timeout")]
+    stop_timeout: Option<u64>,
+    /// NAME=SOFT[:HARD].
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// HOST[:CTR[:PERMS]].
+    #[arg(long)]
+    device: Vec<String>,
+    /// KEY=VALUE.
+    #[arg(long)]
+    sysctl: Vec<String>,
+    #[arg(long)]
+    pod: Option<String>,
+    /// os/arch[/variant] of the image to pull.
+    #[arg(long)]
+    platform: Option<String>,
+    /// always, missing (default) or never.
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    /// The OCI runtime (a path, or a name in PATH): hako-runtime by default.
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// Quiet pull.
+    #[arg(short, long)]
+    quiet: bool,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// List containers.
+    Ls(PsArgs),
+    /// Remove every container that is not running.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show containers as JSON.
+    Inspect { containers: Vec<String> },
+    /// Used by the monitor when a container exits.
+    #[command(hide = true)]
+    Cleanup { container: String },
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Also containers that are not running.
+    #[arg(short, long)]
+    all: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// `json`, or a table (default).
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+fn engine(root: &Path, runroot: &Path) -> Result<Engine, Error> {
+    Ok(Engine::open(root, runroot)?)
+}
+
+/// The options of `run`/`create`, checked.
+fn create_options(a: &RunArgs) -> Result<CreateOptions, Error> {
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| format!("--env-file {}: {e}", f.display()))?;
+        for line in text.lines() {
+            let l = line.trim_start();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            env.push(expand_env(l));
+        }
+    }
+    for e in &a.env {
+        env.push(expand_env(e));
+    }
+    let env: Vec<String> = env.into_iter().flatten().collect();
+    let entrypoint = a.entrypoint.as_ref().map(|e| {
+        if e.is_empty() {
+            vec![String::new()]
+        } else {
+            vec![e.clone()]
+        }
+    });
+    Ok(CreateOptions {
+        image: a.image.clone(),
+        name: a.name.clone(),
+        command: (!a.command.is_empty()).then(|| a.command.clone()),
+        entrypoint,
+        env,
+        volumes: a.volume.clone(),
+        tmpfs: a.tmpfs.clone(),
+        publish: a.publish.clone(),
+        network: a.network.clone(),
+        dns: a.dns.clone(),
+        add_hosts: a.add_host.clone(),
+        hostname: a.hostname.clone(),
+        user: a.user.clone(),
+        workdir: a.workdir.clone(),
+        memory: a.memory.clone(),
+        cpus: a.cpus,
+        pids_limit: a.pids_limit,
+        read_only: a.read_only,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        privileged: a.privileged,
+        security_opt: a.security_opt.clone(),
+        init: a.init,
+        labels: a.label.clone(),
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+        ulimits: a.ulimit.clone(),
+        devices: a.device.clone(),
+        sysctls: a.sysctl.clone(),
+        pod: a.pod.clone(),
+        interactive: a.interactive,
+        tty: a.tty,
+        auto_remove: a.rm,
+        runtime: a.runtime.clone(),
+    })
+}
+
+/// `KEY=VALUE` as is; `KEY` takes the host's value (dropped if unset).
+fn expand_env(e: &str) -> Option<String> {
+    if e.contains('=') {
+        return Some(e.to_string());
+    }
+    std::env::var(e).ok().map(|v| format!("{e}={v}"))
+}
+
+/// The image for `run`/`create`, pulled as `--pull` says.
+fn image_for(engine: &Engine, a: &RunArgs) -> Result<ImageRecord, Error> {
+    let store = engine.store();
+    let have = store.resolve(&a.image);
+    match (a.pull.as_str(), have) {
+        ("missing", Ok(r)) | ("never", Ok(r)) => Ok(r),
+        ("never", Err(e)) => Err(e.into()),
+        ("always", _) | ("missing", Err(_)) => crate::pull_image(
+            store,
+            &a.image,
+            a.platform.as_deref(),
+            a.quiet || !std::io::stderr().is_terminal() && a.detach,
+        ),
+        (other, _) => Err(format!("--pull {other:?}: expected always, missing or never").into()),
+    }
+}
+
+/// The exit code for a create that failed: 127 when the command is not
+/// found, 126 when it cannot be run, else 125 (as docker).
+fn create_failure_code(e: &EngineError) -> i32 {
+    let msg = e.to_string();
+    if !msg.contains("exec") {
+        return EXIT_ENGINE;
+    }
+    if msg.contains("No such file") || msg.contains("not found") || msg.contains("no such file") {
+        EXIT_NOT_FOUND
+    } else if msg.contains("ermission denied") || msg.contains("not executable") {
+        EXIT_CANNOT_INVOKE
+    } else {
+        EXIT_ENGINE
+    }
+}
+
+/// Prints `hako: MESSAGE` with its sources.
+pub fn report(e: &(dyn std::error::Error + 'static)) {
+    eprintln!("hako: {}", crate::error_text(e));
+}
+
+pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let opts = create_options(&a)?;
+    let image = image_for(&engine, &a)?;
+    let rec = match engine.create(&image, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            let code = create_failure_code(&e);
+            report(&e);
+            return Ok(code);
+        }
+    };
+    if !start {
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    if a.detach {
+        if let Err(e) = engine.start(&rec) {
+            report(&e);
+            let _ = engine.remove(&rec, true);
+            return Ok(EXIT_ENGINE);
+        }
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    let run_dir = engine.run_dir(&rec.id);
+    // Attached before start: nothing the container writes is missed.
+    let attach = hako_monitor::Attach::connect(&run_dir)?;
+    if let Err(e) = engine.start(&rec) {
+        report(&e);
+        let _ = engine.remove(&rec, true);
+        return Ok(EXIT_ENGINE);
+    }
+    let how = hako_monitor::AttachStdio {
+        stdin: a.interactive,
+        tty: a.tty,
+    };
+    let code = forward_signals_while(&engine, &rec, || {
+        hako_monitor::attach_stdio_with(attach, &run_dir, how)
+    })?;
+    if a.rm {
+        // The monitor's exit command removes it too; whoever comes first.
+        engine.remove(&rec, true)?;
+    }
+    Ok(code)
+}
+
+/// Runs `f` while SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2
+/// sent to us go to the container (docker's --sig-proxy).
+fn forward_signals_while<T>(
+    engine: &Engine,
+    rec: &ContainerRecord,
+    f: impl FnOnce() -> Result<T, hako_monitor::AttachError>,
+) -> Result<T, Error> {
+    let sigs = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in sigs {
+        set.add(nix::sys::signal::Signal::try_from(s)?);
+    }
+    // Blocked here and taken by a thread with sigwait: no handler runs in
+    // the middle of the attach loop.
+    let old = set.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)?;
+    let id = rec.id.clone();
+    let rt = engine.oci_runtime(rec);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let waiter = std::thread::spawn(move || {
+        let _keep = w;
+        while let Ok(sig) = set.wait() {
+            if stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let _ = rt.kill(&id, sig as i32, false);
+        }
+    });
+    let out = f();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Wake the waiter with one of its signals, sent to this thread group;
+    // it sees `stop` and ends.
+    // SAFETY: sending a signal we block to our own process.
+    unsafe { libc::kill(std::process::id() as i32, libc::SIGUSR2) };
+    let _ = waiter.join();
+    drop(r);
+    let _ = old.thread_set_mask();
+    Ok(out?)
+}
+
+pub fn start(
+    root: &Path,
+    runroot: &Path,
+    attach: bool,
+    interactive: bool,
+    names: &[String],
+) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    if attach {
+        let [name] = names else {
+            return Err("start --attach takes one container".into());
+        };
+        let rec = engine.find(name)?;
+        if !engine.status(&rec).is_live() {
+            // A new monitor first, so the attach sees everything.
+            engine.prepare_start(&rec)?;
+        }
+        let run_dir = engine.run_dir(&rec.id);
+        let a = hako_monitor::Attach::connect(&run_dir)?;
+        engine.start(&rec)?;
+        let how = hako_monitor::AttachStdio {
+            stdin: interactive && rec.options.interactive,
+            tty: rec.options.tty,
+        };
+        return forward_signals_while(&engine, &rec, || {
+            hako_monitor::attach_stdio_with(a, &run_dir, how)
+        });
+    }
+    let mut code = 0;
+    for n in names {
+        match engine.find(n).and_then(|r| engine.start(&r)) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                report(&e);
+                code = EXIT_ENGINE;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn stop(
+    root: &Path,
+    runroot: &Path,
+    time: Option<u64>,
+    names: &[String],
+) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    each(names, |n| {
+        let r = engine.find(n)?;
+        engine.stop(&r, time)
+    })
+}
+
+pub fn kill(root: &Path, runroot: &Path, signal: &str, names: &[String]) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let sig = hako_engine::options::parse_signal(signal)
+        .ok_or_else(|| format!("--signal {signal:?}: not a signal name or number"))?;
+    each(names, |n| {
+        let r = engine.find(n)?;
+        engine.kill(&r, sig)
+    })
+}
+
+pub fn rm(root: &Path, runroot: &Path, force: bool, names: &[String]) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    each(names, |n| {
+        let r = engine.find(n)?;
+        engine.remove(&r, force)
+    })
+}
+
+/// Runs `f` on every name, printing the name when it worked; 125 if one
+/// failed (each failure reported), as docker.
+fn each(
+    names: &[String],
+    mut f: impl FnMut(&str) -> Result<(), EngineError>,
+) -> Result<i32, Error> {
+    let mut code = 0;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                report(&e);
+                code = EXIT_ENGINE;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn wait(root: &Path, runroot: &Path, names: &[String]) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let mut code = 0;
+    for n in names {
+        match engine.find(n).and_then(|r| engine.wait(&r)) {
+            Ok(c) => println!("{c}"),
+            Err(e) => {
+                report(&e);
+                code = EXIT_ENGINE;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn status_text(engine: &Engine, rec: &ContainerRecord, st: &Status) -> String {
+    match st {
+        Status::Created { .. } => "Created".into(),
+        Status::Running => {
+            let since = engine
+                .started_at(rec)
+                .and_then(|s| hako_engine::util::parse_rfc3339_nanos(&s))
+                .map(|n| {
+                    let secs = ((hako_engine::util::now_nanos() - n) / 1_000_000_000).max(0);
+                    hako_engine::util::human_duration(secs as u64)
+                })
+                .unwrap_or_default();
+            format!("Up {since}")
+        }
+        Status::Exited { code, finished_at } => {
+            let ago = hako_engine::util::parse_rfc3339_nanos(finished_at)
+                .map(hako_engine::util::ago)
+                .unwrap_or_default();
+            format!("Exited ({code}) {ago}")
+        }
+        Status::Dead => "Dead".into(),
+    }
+}
+
+pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let mut rows = Vec::new();
+    for rec in engine.list()? {
+        let st = engine.status(&rec);
+        if (!a.all && !st.is_running()) || rec.infra_for.is_some() {
+            continue;
+        }
+        rows.push((rec, st));
+    }
+    if a.quiet {
+        for (r, _) in &rows {
+            println!("{}", if a.no_trunc { &r.id[..] } else { &r.id[..12] });
+        }
+        return Ok(0);
+    }
+    if a.format.as_deref() == Some("json") {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(r, st)| {
+                serde_json::json!({
+                    "Id": r.id, "Names": [r.name], "Image": r.image_name, "ImageID": r.image_id,
+                    "Command": r.args, "Created": hako_engine::util::rfc3339_nanos(r.created),
+                    "State": st.word(), "Status": status_text(&engine, r, st),
+                    "ExitCode": match st { Status::Exited { code, .. } => *code, _ => 0 },
+                    "Pid": if st.is_running() { engine.pid(r).unwrap_or(0) } else { 0 },
+                    "Labels": labels(r), "Pod": r.pod,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    if let Some(f) = &a.format {
+        return Err(format!("--format {f:?}: only json is supported").into());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<14}{:<30}{:<24}{:<16}{:<28}NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+    )?;
+    for (r, st) in &rows {
+        let mut cmd = r.args.join(" ");
+        if !a.no_trunc && cmd.chars().count() > 20 {
+            cmd = format!("{}…", cmd.chars().take(19).collect::<String>());
+        }
+        writeln!(
+            out,
+            "{:<14}{:<30}{:<24}{:<16}{:<28}{}",
+            &r.id[..12],
+            r.image_name,
+            format!("\"{cmd}\""),
+            hako_engine::util::ago(r.created),
+            status_text(&engine, r, st),
+            r.name
+        )?;
+    }
+    Ok(0)
+}
+
+fn labels(r: &ContainerRecord) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for l in &r.options.labels {
+        if let Some((k, v)) = l.split_once('=') {
+            m.insert(k.into(), v.into());
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// docker's inspect document for a container.
+pub fn inspect_json(engine: &Engine, r: &ContainerRecord) -> serde_json::Value {
+    let st = engine.status(r);
+    let (code, finished) = match &st {
+        Status::Exited { code, finished_at } => (*code, finished_at.clone()),
+        _ => (0, "0001-01-01T00:00:00Z".into()),
+    };
+    serde_json::json!({
+        "Id": r.id,
+        "Name": r.name,
+        "Created": hako_engine::util::rfc3339_nanos(r.created),
+        "Path": r.args.first(),
+        "Args": r.args.get(1..).unwrap_or_default(),
+        "Image": r.image_id,
+        "ImageName": r.image_name,
+        "State": {
+            "Status": st.word(),
+            "Running": st.is_running(),
+            "Dead": st == Status::Dead,
+            "Pid": if st.is_running() { engine.pid(r).unwrap_or(0) } else { 0 },
+            "ExitCode": code,
+            "StartedAt": engine.started_at(r).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": finished,
+        },
+        "LogPath": engine.log_path(&r.id),
+        "HostnamePath": engine.container_dir(&r.id).join("hostname"),
+        "HostsPath": engine.container_dir(&r.id).join("hosts"),
+        "ResolvConfPath": engine.container_dir(&r.id).join("resolv.conf"),
+        "Config": {
+            "Hostname": r.hostname,
+            "Image": r.image,
+            "Labels": labels(r),
+            "StopSignal": r.stop_signal,
+            "StopTimeout": r.stop_timeout,
+            "Tty": r.options.tty,
+            "OpenStdin": r.options.interactive,
+        },
+        "HostConfig": {
+            "AutoRemove": r.options.auto_remove,
+            "NetworkMode": r.network.mode,
+            "Runtime": r.runtime,
+            "Binds": r.options.volumes,
+            "Privileged": r.options.privileged,
+            "ReadonlyRootfs": r.options.read_only,
+        },
+        "Mounts": r.volumes,
+        "Snapshotter": r.snapshotter,
+        "Pod": r.pod,
+        "Options": r.options,
+    })
+}
+
+pub fn inspect(root: &Path, runroot: &Path, names: &[String]) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match engine.find(n) {
+            Ok(r) => out.push(inspect_json(&engine, &r)),
+            Err(e) => {
+                report(&e);
+                code = EXIT_ENGINE;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(code)
+}
+
+pub fn logs(
+    root: &Path,
+    runroot: &Path,
+    follow: bool,
+    since: Option<&str>,
+    tail: Option<&str>,
+    timestamps: bool,
+    name: &str,
+) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let rec = engine.find(name)?;
+    let since = since.map(parse_since).transpose()?;
+    let tail = match tail {
+        None | Some("all") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| format!("--tail {n:?}: a number or \"all\""))?,
+        ),
+    };
+    let follow = if follow && engine.status(&rec).is_live() {
+        hako_monitor::Follow::UntilExit {
+            run_dir: engine.run_dir(&rec.id),
+        }
+    } else {
+        hako_monitor::Follow::No
+    };
+    let path = engine.log_path(&rec.id);
+    if !path.exists() && follow == hako_monitor::Follow::No {
+        return Ok(0);
+    }
+    let reader = hako_monitor::read_log(&path, follow, since, tail)?;
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    for line in hako_monitor::join_partials(reader) {
+        let line = line?;
+        let out: &mut dyn Write = match line.stream {
+            hako_monitor::Stream::Stdout => &mut stdout,
+            hako_monitor::Stream::Stderr => &mut stderr,
+        };
+        if timestamps {
+            write!(out, "{} ", line.timestamp.to_rfc3339())?;
+        }
+        out.write_all(&line.content)?;
+        if line.complete {
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    Ok(0)
+}
+
+/// `--since`: RFC 3339, a Unix time, or a duration back from now (`10m`,
+/// `1h30m`, `45s`).
+fn parse_since(s: &str) -> Result<std::time::SystemTime, Error> {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    if let Some(n) = hako_engine::util::parse_rfc3339_nanos(s) {
+        return Ok(UNIX_EPOCH + Duration::from_nanos(n.max(0) as u64));
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
+        }
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("--since {s:?}: a time or a duration like 10m"))?;
+        num.clear();
+        total += n * match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            _ => return Err(format!("--since {s:?}: unknown unit {c:?}").into()),
+        };
+    }
+    if !num.is_empty() {
+        return Err(format!("--since {s:?}: a duration needs a unit (s, m, h)").into());
+    }
+    Ok(SystemTime::now() - Duration::from_secs_f64(total))
+}
+
+pub fn container_cmd(root: &Path, runroot: &Path, c: ContainerCommand) -> Result<i32, Error> {
+    match c {
+        ContainerCommand::Ls(a) => ps(root, runroot, &a),
+        ContainerCommand::Inspect { containers } => inspect(root, runroot, &containers),
+        ContainerCommand::Prune { .. } => {
+            let engine = engine(root, runroot)?;
+            for id in engine.prune()? {
+                println!("{id}");
+            }
+            Ok(0)
+        }
+        ContainerCommand::Cleanup { container } => {
+            engine(root, runroot)?.cleanup(&container)?;
+            Ok(0)
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(short, long)]
+    tty: bool,
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(root: &Path, runroot: &Path, a: ExecArgs) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let rec = engine.find(&a.container)?;
+    let req = hako_engine::ExecRequest {
+        args: a.command.clone(),
+        env: a.env.iter().filter_map(|e| expand_env(e)).collect(),
+        user: a.user.clone(),
+        workdir: a.workdir.clone(),
+        tty: a.tty,
+        detach: a.detach,
+    };
+    let (mut cmd, file) = engine.exec_command(&rec, &req)?;
+    if !a.interactive {
+        cmd.stdin(std::process::Stdio::null());
+    }
+    let status = cmd.status();
+    let _ = std::fs::remove_file(&file);
+    let status = status.map_err(|e| format!("running {}: {e}", rec.runtime.display()))?;
+    Ok(status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    }))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a named volume (a random name without one).
+    Create {
+        #[arg(short, long = "label")]
+        label: Vec<String>,
+        name: Option<String>,
+    },
+    /// List volumes.
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        /// `json`, or a table (default).
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes.
+    Rm {
+        /// Also when containers use it: they are removed first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes no container uses.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let vols = engine.volumes();
+    match c {
+        VolumeCommand::Create { label, name } => {
+            let v = vols.create(name.as_deref(), &label, false, false)?;
+            println!("{}", v.name);
+            Ok(0)
+        }
+        VolumeCommand::Ls { quiet, format } => {
+            let list = vols.list()?;
+            if quiet {
+                for v in &list {
+                    println!("{}", v.name);
+                }
+            } else if format.as_deref() == Some("json") {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if let Some(f) = format {
+                return Err(format!("--format {f:?}: only json is supported").into());
+            } else {
+                println!("{:<10}VOLUME NAME", "DRIVER");
+                for v in &list {
+                    println!("{:<10}{}", v.driver, v.name);
+                }
+            }
+            Ok(0)
+        }
+        VolumeCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in &names {
+                out.push(vols.inspect(n)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        VolumeCommand::Rm { force, names } => {
+            let mut code = 0;
+            for n in &names {
+                let r = (|| -> Result<(), EngineError> {
+                    let users = engine.volume_users(n)?;
+                    if force {
+                        for u in &users {
+                            let rec = engine.find(u)?;
+                            engine.remove(&rec, true)?;
+                        }
+                        vols.remove(n, &[])?;
+                    } else {
+                        vols.remove(n, &users)?;
+                    }
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        report(&e);
+                        code = EXIT_ENGINE;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        VolumeCommand::Prune { .. } => {
+            for v in vols.list()? {
+                if engine.volume_users(&v.name)?.is_empty() {
+                    vols.remove(&v.name, &[])?;
+                    println!("{}", v.name);
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PodCommand {
+    /// Create a pod (its infra holds the shared namespaces); prints its ID.
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(short, long = "publish")]
+        publish: Vec<String>,
+        /// Namespaces to share: net, ipc, uts, pid (default net,ipc,uts).
+        #[arg(long)]
+        share: Option<String>,
+        #[arg(long = "network", alias = "net")]
+        network: Option<String>,
+        #[arg(short, long = "label")]
+        label: Vec<String>,
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    /// List pods.
+    #[command(alias = "ls", alias = "list")]
+    Ps {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Show pods as JSON.
+    Inspect {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Start pods (the infra, then the members).
+    Start {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Stop pods (the members, then the infra).
+    Stop {
+        #[arg(short, long)]
+        time: Option<u64>,
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Remove pods and their containers.
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+}
+
+fn pod_status(engine: &Engine, pod: &hako_engine::pod::PodRecord) -> (&'static str, usize) {
+    let all = engine.pod_containers(pod).unwrap_or_default();
+    let running = all.iter().filter(|c| engine.status(c).is_running()).count();
+    let state = match (running, all.len()) {
+        (0, _) => "Exited",
+        (r, n) if r == n => "Running",
+        _ => "Degraded",
+    };
+    (state, all.len().saturating_sub(1))
+}
+
+fn pod_json(engine: &Engine, pod: &hako_engine::pod::PodRecord) -> serde_json::Value {
+    let (state, members) = pod_status(engine, pod);
+    let containers: Vec<serde_json::Value> = engine
+        .pod_containers(pod)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| serde_json::json!({"Id": c.id, "Name": c.name, "State": engine.status(c).word()}))
+        .collect();
+    serde_json::json!({
+        "Id": pod.id, "Name": pod.name, "Created": hako_engine::util::rfc3339_nanos(pod.created),
+        "State": state, "Members": members, "InfraContainerID": pod.infra,
+        "SharedNamespaces": pod.share, "Publish": pod.publish, "Network": pod.network,
+        "Containers": containers,
+    })
+}
+
+pub fn pod_cmd(root: &Path, runroot: &Path, c: PodCommand) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let each_pod =
+        |names: &[String], f: &dyn Fn(&hako_engine::pod::PodRecord) -> Result<(), EngineError>| {
+            let mut code = 0;
+            for n in names {
+                match engine.find_pod(n).and_then(|p| f(&p)) {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        report(&e);
+                        code = EXIT_ENGINE;
+                    }
+                }
+            }
+            code
+        };
+    match c {
+        PodCommand::Create {
+            name,
+            publish,
+            share,
+            network,
+            label,
+            hostname,
+        } => {
+            let p = engine.create_pod(&hako_engine::pod::PodOptions {
+                name,
+                publish,
+                share,
+                network,
+                labels: label,
+                hostname,
+            })?;
+            println!("{}", p.id);
+            Ok(0)
+        }
+        PodCommand::Ps { quiet, format } => {
+            let pods = engine.pods()?;
+            if quiet {
+                for p in &pods {
+                    println!("{}", &p.id[..12]);
+                }
+            } else if format.as_deref() == Some("json") {
+                let v: Vec<_> = pods.iter().map(|p| pod_json(&engine, p)).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if let Some(f) = format {
+                return Err(format!("--format {f:?}: only json is supported").into());
+            } else {
+                println!(
+                    "{:<14}{:<24}{:<10}{:<16}# OF CONTAINERS",
+                    "POD ID", "NAME", "STATUS", "CREATED"
+                );
+                for p in &pods {
+                    let (state, n) = pod_status(&engine, p);
+                    println!(
+                        "{:<14}{:<24}{:<10}{:<16}{}",
+                        &p.id[..12],
+                        p.name,
+                        state,
+                        hako_engine::util::ago(p.created),
+                        n
+                    );
+                }
+            }
+            Ok(0)
+        }
+        PodCommand::Inspect { pods } => {
+            let mut out = Vec::new();
+            for n in &pods {
+                out.push(pod_json(&engine, &engine.find_pod(n)?));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        PodCommand::Start { pods } => Ok(each_pod(&pods, &|p| engine.start_pod(p))),
+        PodCommand::Stop { time, pods } => Ok(each_pod(&pods, &|p| engine.stop_pod(p, time))),
+        PodCommand::Rm { force, pods } => Ok(each_pod(&pods, &|p| engine.remove_pod(p, force))),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a bridge network.
+    Create {
+        /// CIDR (a free /24 of 10.90.0.0/16 by default).
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<std::net::Ipv4Addr>,
+        /// No masquerading, no published ports.
+        #[arg(long)]
+        internal: bool,
+        #[arg(short, long = "label")]
+        label: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Show networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    Rm {
+        /// Also while containers are attached (they are detached).
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+pub fn network_cmd(root: &Path, runroot: &Path, c: NetworkCommand) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let nets = engine.networks();
+    match c {
+        NetworkCommand::Create {
+            subnet,
+            gateway,
+            internal,
+            label,
+            name,
+        } => {
+            let subnet = subnet
+                .map(|s| s.parse::<hako_network::Ipv4Net>())
+                .transpose()
+                .map_err(|e| format!("--subnet: {e}"))?;
+            let mut labels = std::collections::BTreeMap::new();
+            for l in &label {
+                let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                labels.insert(k.to_string(), v.to_string());
+            }
+            let n = nets.create(&hako_network::NetworkSpec {
+                name,
+                subnet,
+                gateway,
+                internal,
+                labels,
+                bridge: None,
+            })?;
+            println!("{}", n.name);
+            Ok(0)
+        }
+        NetworkCommand::Ls { quiet, format } => {
+            let list = nets.list()?;
+            if quiet {
+                for n in &list {
+                    println!("{}", n.name);
+                }
+            } else if format.as_deref() == Some("json") {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if let Some(f) = format {
+                return Err(format!("--format {f:?}: only json is supported").into());
+            } else {
+                println!(
+                    "{:<14}{:<20}{:<10}{:<20}BRIDGE",
+                    "NETWORK ID", "NAME", "DRIVER", "SUBNET"
+                );
+                for n in &list {
+                    println!(
+                        "{:<14}{:<20}{:<10}{:<20}{}",
+                        &n.id[..12.min(n.id.len())],
+                        n.name,
+                        "bridge",
+                        n.subnet.to_string(),
+                        n.bridge
+                    );
+                }
+            }
+            Ok(0)
+        }
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in &names {
+                out.push(serde_json::to_value(nets.inspect(n)?)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        NetworkCommand::Rm { force, names } => {
+            let mut code = 0;
+            for n in &names {
+                match nets.remove(n, force) {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        report(&e);
+                        code = EXIT_ENGINE;
+                    }
+                }
+            }
+            Ok(code)
+        }
+    }
+}
+
+/// `hako port CONTAINER`: its published ports.
+pub fn port(root: &Path, runroot: &Path, name: &str) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let rec = engine.find(name)?;
+    let rec = match &rec.pod {
+        Some(p) => engine.find(&engine.find_pod(p)?.infra)?,
+        None => rec,
+    };
+    for p in &rec.network.ports {
+        println!(
+            "{}/{} -> {}:{}",
+            p.container_port,
+            p.protocol,
+            p.host_ip.map_or("0.0.0.0".to_string(), |i| i.to_string()),
+            p.host_port
+        );
+    }
+    Ok(0)
+}

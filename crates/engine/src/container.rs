@@ -1,0 +1,1368 @@
+//! Containers: create (rootfs, config, monitor), start, stop, kill,
+//! remove, wait, list, and the cleanup a monitor asks for when its
+//! container exits.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hako_image::digest::Digest;
+use hako_image::manifest::{self, ImageConfig};
+use hako_image::snapshot::{SnapshotKind, Snapshotter};
+use hako_image::store::{ImageRecord, Store, StoreError};
+use hako_monitor::{ExitRecord, MonitorOptions};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, DbError, FindError, CONTAINERS};
+use crate::net::{self, NetMode};
+use crate::options::{self, bad, CreateOptions, OptionError, VolumeSource};
+use crate::runtime::{self, OciRuntime, RuntimeError};
+use crate::spec::{self, NetNs, SpecContext, SpecError};
+use crate::util;
+use crate::volume::{VolumeError, Volumes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Find(#[from] FindError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Monitor(#[from] hako_monitor::MonitorError),
+    #[error("container {id}: {source}")]
+    Snapshot {
+        id: String,
+        source: hako_image::snapshot::SnapshotError,
+    },
+    #[error("image {image}: its config: {reason}")]
+    ImageConfig { image: String, reason: String },
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("container {name} is {state}: {hint}")]
+    State {
+        name: String,
+        state: String,
+        hint: &'static str,
+    },
+    #[error("container {id}: {what} {}: {source}", path.display())]
+    Io {
+        id: String,
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("container {id}: {what}")]
+    Other { id: String, what: String },
+}
+
+/// What a container is, read from its run dir (never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Status {
+    /// Made, not started: the monitor holds it (or, with `monitor` false,
+    /// nothing does any more: `start` makes it again).
+    Created {
+        monitor: bool,
+    },
+    Running,
+    Exited {
+        code: i32,
+        finished_at: String,
+    },
+    /// Started, but its monitor is gone without an exit record (killed).
+    Dead,
+}
+
+impl Status {
+    /// docker's State.Status words.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Created { .. } => "created",
+            Status::Running => "running",
+            Status::Exited { .. } => "exited",
+            Status::Dead => "dead",
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self, Status::Running)
+    }
+
+    /// A monitor holds a container (created or running).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Status::Running | Status::Created { monitor: true })
+    }
+}
+
+/// How the container's network was set up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub mode: NetMode,
+    /// The netns the container joins, when not its own or the host's.
+    pub netns: Option<PathBuf>,
+    /// Published ports, host ports assigned at create.
+    #[serde(default)]
+    pub ports: Vec<hako_network::PortMapping>,
+}
+
+/// A container as recorded at create; it does not change afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it, its ID, and its first name.
+    pub image: String,
+    pub image_id: String,
+    pub image_name: String,
+    pub created: i128,
+    /// The process' argv.
+    pub args: Vec<String>,
+    pub options: CreateOptions,
+    pub runtime: PathBuf,
+    pub stop_signal: i32,
+    pub stop_timeout: u64,
+    pub hostname: String,
+    /// Chain IDs of the image's layers, bottom first.
+    pub chain: Vec<String>,
+    pub snapshotter: String,
+    pub network: NetworkRecord,
+    /// Named volumes mounted (anonymous ones included).
+    pub volumes: Vec<String>,
+    pub anonymous_volumes: Vec<String>,
+    /// The pod (ID) it is a member of.
+    pub pod: Option<String>,
+    /// The pod (ID) this is the infra container of.
+    #[serde(default)]
+    pub infra_for: Option<String>,
+}
+
+pub struct Engine {
+    root: PathBuf,
+    runroot: PathBuf,
+    store: Store,
+    db: Db,
+}
+
+/// The per-container flock: one `hako` at a time changes a container.
+pub struct ContainerLock {
+    _lock: Flock<std::fs::File>,
+}
+
+impl Engine {
+    /// The engine over the image store at `root` (its data) and `runroot`
+    /// (its runtime state, a tmpfs usually).
+    pub fn open(root: &Path, runroot: &Path) -> Result<Engine, EngineError> {
+        let store = Store::open(root)?;
+        for (d, private) in [
+            (root.join("containers"), true),
+            (root.join("volumes"), true),
+            (runroot.join("containers"), true),
+            (runroot.join("locks"), true),
+        ] {
+            if !d.is_dir() {
+                let mut b = std::fs::DirBuilder::new();
+                b.recursive(true);
+                if private {
+                    b.mode(0o700);
+                }
+                b.create(&d).map_err(|source| EngineError::Io {
+                    id: "-".into(),
+                    what: "creating",
+                    path: d.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(Engine {
+            root: root.to_path_buf(),
+            runroot: runroot.to_path_buf(),
+            store,
+            db: Db::new(root),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn runroot(&self) -> &Path {
+        &self.runroot
+    }
+
+    pub fn volumes(&self) -> Volumes<'_> {
+        Volumes {
+            db: &self.db,
+            dir: self.root.join("volumes"),
+        }
+    }
+
+    /// The container's own directory (config, rootfs, log).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// Its monitor's run dir.
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.runroot.join("containers").join(id)
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("ctr.log")
+    }
+
+    pub fn oci_runtime(&self, rec: &ContainerRecord) -> OciRuntime {
+        OciRuntime::new(rec.runtime.clone(), self.runroot.join("runtime"))
+    }
+
+    pub fn lock(&self, id: &str) -> Result<ContainerLock, EngineError> {
+        let path = self.runroot.join("locks").join(id);
+        let io = |source| EngineError::Io {
+            id: id.to_string(),
+            what: "locking",
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        loop {
+            match Flock::lock(f, FlockArg::LockExclusive) {
+                Ok(l) => return Ok(ContainerLock { _lock: l }),
+                Err((back, nix::errno::Errno::EINTR)) => f = back,
+                Err((_, e)) => return Err(io(std::io::Error::from(e))),
+            }
+        }
+    }
+
+    /// The container's lock if nobody holds it.
+    fn try_lock(&self, id: &str) -> Result<Option<ContainerLock>, EngineError> {
+        let path = self.runroot.join("locks").join(id);
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| EngineError::Io {
+                id: id.to_string(),
+                what: "locking",
+                path: path.clone(),
+                source,
+            })?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(ContainerLock { _lock: l })),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The container named, or with the ID (or unique ID prefix) `what`.
+    pub fn find(&self, what: &str) -> Result<ContainerRecord, EngineError> {
+        self.db
+            .find::<ContainerRecord>(&CONTAINERS, what)?
+            .map(|(_, r)| r)
+            .ok_or_else(|| EngineError::NotFound(what.to_string()))
+    }
+
+    pub fn list(&self) -> Result<Vec<ContainerRecord>, EngineError> {
+        let mut v: Vec<ContainerRecord> = self
+            .db
+            .all::<ContainerRecord>(&CONTAINERS)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.created));
+        Ok(v)
+    }
+
+    /// The container's status, read from its run dir.
+    pub fn status(&self, rec: &ContainerRecord) -> Status {
+        let run = self.run_dir(&rec.id);
+        if let Ok(Some(e)) = ExitRecord::read(&run) {
+            return Status::Exited {
+                code: e.exit_code,
+                finished_at: e.finished_at,
+            };
+        }
+        let started = run.join("started").exists();
+        match (monitor_alive(&run), started) {
+            (true, true) => Status::Running,
+            (true, false) => Status::Created { monitor: true },
+            (false, true) => Status::Dead,
+            (false, false) => Status::Created { monitor: false },
+        }
+    }
+
+    /// When the container last started (RFC 3339), if it did.
+    pub fn started_at(&self, rec: &ContainerRecord) -> Option<String> {
+        std::fs::read_to_string(self.run_dir(&rec.id).join("started"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// The container's init pid while it runs.
+    pub fn pid(&self, rec: &ContainerRecord) -> Option<i32> {
+        std::fs::read_to_string(self.run_dir(&rec.id).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Containers that mount volume `name`.
+    pub fn volume_users(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.volumes.iter().any(|v| v == name))
+            .map(|r| r.name)
+            .collect())
+    }
+
+    /// Containers made from image `id`.
+    pub fn image_users(&self, id: &Digest) -> Result<Vec<String>, EngineError> {
+        let id = id.to_string();
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.image_id == id)
+            .map(|r| r.name)
+            .collect())
+    }
+
+    /// Creates a container from `image` (already in the store) and starts
+    /// its monitor, which holds it created until [`Engine::start`]. On an
+    /// error nothing is left: no record, directory, mount or process.
+    pub fn create(
+        &self,
+        image: &ImageRecord,
+        opts: &CreateOptions,
+    ) -> Result<ContainerRecord, EngineError> {
+        self.create_inner(Some(image), opts, None)
+    }
+
+    /// [`Engine::create`] for an image, or (None) for a pod's infra
+    /// container: an empty rootfs running hako-init --pause.
+    pub(crate) fn create_inner(
+        &self,
+        image: Option<&ImageRecord>,
+        opts: &CreateOptions,
+        infra_for: Option<&str>,
+    ) -> Result<ContainerRecord, EngineError> {
+        let plan = self.plan(image, opts, infra_for)?;
+        let id = util::random_id().map_err(|source| EngineError::Io {
+            id: "(new)".into(),
+            what: "reading",
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+        let mut rec = ContainerRecord {
+            id: id.clone(),
+            name: String::new(),
+            image: opts.image.clone(),
+            image_id: image.map(|i| i.id.to_string()).unwrap_or_default(),
+            image_name: match image {
+                Some(i) => i
+                    .names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| i.id.encoded()[..12].to_string()),
+                None => "(infra)".into(),
+            },
+            created: util::now_nanos(),
+            args: Vec::new(),
+            options: opts.clone(),
+            runtime: runtime::resolve_runtime(opts.runtime.as_deref()),
+            stop_signal: plan.stop_signal,
+            stop_timeout: opts.stop_timeout.unwrap_or(10),
+            hostname: plan
+                .hostname
+                .clone()
+                .or(opts.hostname.clone())
+                .unwrap_or_else(|| id[..12].to_string()),
+            chain: image
+                .map(|i| hako_image::snapshot::chain_ids(&i.diff_ids))
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            snapshotter: plan.snapshots.kind().name().to_string(),
+            network: NetworkRecord {
+                mode: plan.net_mode.clone(),
+                netns: plan.netns.clone(),
+                ports: plan.ports.clone(),
+            },
+            volumes: Vec::new(),
+            anonymous_volumes: Vec::new(),
+            pod: plan.pod.clone(),
+            infra_for: infra_for.map(String::from),
+        };
+        if let Some(n) = &opts.name {
+            if !util::valid_name(n) {
+                return Err(bad("--name", n, "may hold only [a-zA-Z0-9][a-zA-Z0-9_.-]").into());
+            }
+        }
+        // Made under the container's lock before its record exists; a
+        // `hako` killed meanwhile leaves directories no record names, and
+        // `system prune` removes those once it can take their lock.
+        let _lock = self.lock(&id)?;
+        let undo = |rec: &ContainerRecord, recorded: bool| {
+            let _ = self.teardown(rec);
+            if recorded {
+                let _ = self.db.remove(&CONTAINERS, &rec.id);
+            }
+            for v in &rec.anonymous_volumes {
+                let _ = self.volumes().remove(v, &[]);
+            }
+            let _ = std::fs::remove_file(self.runroot.join("locks").join(&rec.id));
+        };
+        if let Err(e) = self.build(&mut rec, image, &plan) {
+            undo(&rec, false);
+            return Err(e);
+        }
+        // One write: the record with its name.
+        let inserted = match &opts.name {
+            Some(n) => {
+                rec.name = n.clone();
+                self.db.insert(&CONTAINERS, &id, Some(n), &rec)
+            }
+            None => {
+                let mut attempt = 0;
+                loop {
+                    rec.name = util::name_from_id(&id, attempt);
+                    match self.db.insert(&CONTAINERS, &id, Some(&rec.name), &rec) {
+                        Err(DbError::NameInUse { .. }) if attempt < 50 => attempt += 1,
+                        other => break other,
+                    }
+                }
+            }
+        };
+        if let Err(e) = inserted {
+            undo(&rec, false);
+            return Err(e.into());
+        }
+        if let Err(e) = self.spawn_monitor(&rec) {
+            undo(&rec, true);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Checks every option before anything is made.
+    fn plan(
+        &self,
+        image: Option<&ImageRecord>,
+        opts: &CreateOptions,
+        infra_for: Option<&str>,
+    ) -> Result<Plan, EngineError> {
+        let config = match image {
+            Some(image) => {
+                let config_bytes = self.store.read_blob(&image.id, manifest::MAX_JSON)?;
+                manifest::parse_config(&config_bytes, &opts.image).map_err(|e| {
+                    EngineError::ImageConfig {
+                        image: opts.image.clone(),
+                        reason: e.to_string(),
+                    }
+                })?
+            }
+            None => ImageConfig::default(),
+        };
+        // A pod member joins what its pod shares (the pod must run).
+        let pod = match &opts.pod {
+            Some(p) => Some(self.pod_for_member(p)?),
+            None => None,
+        };
+        let mut volumes = Vec::new();
+        for v in &opts.volumes {
+            volumes.push(options::parse_volume(v)?);
+        }
+        for t in &opts.tmpfs {
+            options::parse_tmpfs(t)?;
+        }
+        for u in &opts.ulimits {
+            options::parse_ulimit(u)?;
+        }
+        options::parse_pairs("--label", &opts.labels)?;
+        options::parse_pairs("--sysctl", &opts.sysctls)?;
+        crate::etc_files::validate(&opts.add_hosts, &opts.dns)?;
+        for c in opts.cap_add.iter().chain(&opts.cap_drop) {
+            options::normalise_cap("--cap-add/--cap-drop", c)?;
+        }
+        let stop_signal = match opts.stop_signal.as_deref().or(config
+            .config
+            .as_ref()
+            .and_then(|c| c.stop_signal.as_deref()))
+        {
+            Some(s) => options::parse_signal(s)
+                .ok_or_else(|| bad("--stop-signal", s, "not a signal name or number"))?,
+            None => libc::SIGTERM,
+        };
+        let netstore = self.networks();
+        let mut ports = net::parse_ports(&opts.publish)?;
+        let net_mode = match (opts.network.as_deref(), &opts.pod) {
+            (Some(n), Some(_)) if !n.is_empty() => {
+                return Err(bad("--network", n, "a pod member shares its pod's network").into())
+            }
+            (_, Some(_)) => match &pod {
+                Some(p) if p.record.share.iter().any(|s| s == "net") => {
+                    NetMode::Pod(p.record.id.clone())
+                }
+                _ => NetMode::None,
+            },
+            (None | Some("") | Some("bridge"), None) => {
+                let n = netstore.default_network().map_err(|e| EngineError::Other {
+                    id: "(new)".into(),
+                    what: format!("the default network: {e}"),
+                })?;
+                NetMode::Network(n.name)
+            }
+            (Some("none"), None) => NetMode::None,
+            (Some("host"), None) => NetMode::Host,
+            (Some(other), None) => match other.strip_prefix("container:") {
+                Some(c) => {
+                    let target = self.find(c)?;
+                    if !self.status(&target).is_running() {
+                        return Err(bad("--network", other, "that container is not running").into());
+                    }
+                    NetMode::Container(target.id)
+                }
+                None => {
+                    let n = netstore
+                        .inspect(other)
+                        .map_err(|e| bad("--network", other, e.to_string()))?;
+                    NetMode::Network(n.name)
+                }
+            },
+        };
+        if !ports.is_empty() {
+            if !matches!(net_mode, NetMode::Network(_)) {
+                return Err(bad(
+                    "-p",
+                    &opts.publish.join(","),
+                    format!(
+                        "ports cannot be published with --network {}{}",
+                        net_mode.describe(),
+                        if opts.pod.is_some() {
+                            " (publish them on the pod)"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+                .into());
+            }
+            net::assign_ports(&netstore, &mut ports)?;
+        }
+        let netns = match &net_mode {
+            NetMode::Container(c) => {
+                let target = self.find(c)?;
+                Some(match &target.network.netns {
+                    Some(p) => p.clone(),
+                    None => {
+                        PathBuf::from(format!("/proc/{}/ns/net", self.pid(&target).unwrap_or(0)))
+                    }
+                })
+            }
+            NetMode::Pod(_) => pod.as_ref().map(|p| p.netns.clone()),
+            // A pod's infra keeps its netns in a file its members join.
+            _ if infra_for.is_some() && net_mode != NetMode::Host => Some(net::netns_path(
+                &netstore,
+                &format!("pod-{}", infra_for.unwrap_or_default()),
+            )),
+            _ => None,
+        };
+        let snapshots =
+            Snapshotter::chosen(self.store.root()).map_err(|source| EngineError::Snapshot {
+                id: "(new)".into(),
+                source,
+            })?;
+        Ok(Plan {
+            config,
+            volumes,
+            stop_signal,
+            hostname: pod
+                .as_ref()
+                .filter(|p| p.joins("uts"))
+                .map(|p| p.record.name.clone()),
+            join: pod.as_ref().map(|p| p.join.clone()).unwrap_or_default(),
+            pod: pod.map(|p| p.record.id),
+            net_mode,
+            netns,
+            ports,
+            snapshots,
+        })
+    }
+
+    /// Makes what the record describes: rootfs, volumes, /etc files,
+    /// config, monitor.
+    fn build(
+        &self,
+        rec: &mut ContainerRecord,
+        image: Option<&ImageRecord>,
+        plan: &Plan,
+    ) -> Result<(), EngineError> {
+        let id = rec.id.clone();
+        let io = |what: &'static str, path: &Path| {
+            let id = id.clone();
+            let path = path.to_path_buf();
+            move |source| EngineError::Io {
+                id,
+                what,
+                path,
+                source,
+            }
+        };
+        let dir = self.container_dir(&id);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("creating", &dir))?;
+        // The layers as snapshots of this store's kind (a store switched
+        // to flat makes them from the blobs now).
+        let pairs: Vec<(Digest, Digest)> = image
+            .map(|i| {
+                i.layers
+                    .iter()
+                    .cloned()
+                    .zip(i.diff_ids.iter().cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let snap_err = |source| EngineError::Snapshot {
+            id: id.clone(),
+            source,
+        };
+        {
+            let _held = self.store.shared_lock()?;
+            plan.snapshots
+                .ensure_chain(&pairs, |d| std::fs::File::open(self.store.blob_path(d)))
+                .map_err(snap_err)?;
+        }
+        let chain = self.chain(rec)?;
+        let prepared = plan
+            .snapshots
+            .prepare_rootfs(&chain, &dir.join("fs"))
+            .map_err(snap_err)?;
+        // Volumes.
+        let mut mounts = Vec::new();
+        for v in &plan.volumes {
+            let source = match &v.source {
+                VolumeSource::Host(p) => {
+                    if !p.exists() {
+                        // As docker: a missing host directory is made.
+                        std::fs::create_dir_all(p).map_err(io("creating the volume source", p))?;
+                    }
+                    p.clone()
+                }
+                VolumeSource::Named(n) => {
+                    let vol = self.volumes().create(Some(n), &[], false, true)?;
+                    rec.volumes.push(vol.name.clone());
+                    vol.mountpoint
+                }
+                VolumeSource::Anonymous => {
+                    let vol = self.volumes().create(None, &[], true, false)?;
+                    rec.volumes.push(vol.name.clone());
+                    rec.anonymous_volumes.push(vol.name.clone());
+                    vol.mountpoint
+                }
+            };
+            if matches!(v.source, VolumeSource::Named(_) | VolumeSource::Anonymous) {
+                copy_up(&prepared.rootfs, &v.destination, &source);
+            }
+            mounts.push(spec::Mount {
+                source,
+                destination: v.destination.clone(),
+                read_only: v.read_only,
+                options: v.options.clone(),
+            });
+        }
+        let host_network = plan.net_mode == NetMode::Host;
+        let etc = crate::etc_files::write(
+            &dir,
+            &crate::etc_files::EtcInput {
+                hostname: &rec.hostname,
+                addresses: Vec::new(),
+                add_hosts: &rec.options.add_hosts,
+                dns: &rec.options.dns,
+                host_network,
+                aliases: Vec::new(),
+            },
+        )
+        .map_err(io("writing /etc files in", &dir))?;
+        let init = rec
+            .options
+            .init
+            .then(|| runtime::helper_binary("hako-init"));
+        if rec.infra_for.is_some() {
+            mounts.push(spec::Mount {
+                source: runtime::helper_binary("hako-init"),
+                destination: spec::INIT_PATH.into(),
+                read_only: true,
+                options: vec!["nosuid".into(), "nodev".into()],
+            });
+        }
+        let ctx = SpecContext {
+            image: &plan.config,
+            rootfs: &prepared.rootfs,
+            hostname: rec.hostname.clone(),
+            etc_files: etc,
+            net: match (&plan.net_mode, &plan.netns) {
+                (NetMode::Host, _) => NetNs::Host,
+                (NetMode::None, None) => NetNs::New,
+                (NetMode::Network(_), None) => NetNs::Path(net::netns_path(&self.networks(), &id)),
+                (_, Some(p)) => NetNs::Path(p.clone()),
+                (_, None) => NetNs::New,
+            },
+            join: plan.join.clone(),
+            mounts,
+            init,
+            cgroups_path: format!("/hako/{id}"),
+        };
+        let spec = spec::runtime_spec(&rec.options, &ctx)?;
+        rec.args = spec["process"]["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bundle = dir.join("bundle");
+        std::fs::create_dir(&bundle).map_err(io("creating", &bundle))?;
+        hako_image::bundle::write_config(&bundle, &spec).map_err(|e| EngineError::Other {
+            id: id.clone(),
+            what: e.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// A fresh run dir and a monitor holding the container created.
+    fn spawn_monitor(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let id = &rec.id;
+        let run = self.run_dir(id);
+        let io = |what: &'static str, path: &Path| {
+            let id = id.clone();
+            let path = path.to_path_buf();
+            move |source| EngineError::Io {
+                id,
+                what,
+                path,
+                source,
+            }
+        };
+        let rt = self.oci_runtime(rec);
+        // What an earlier run left (a restart, a reboot, a killed hako).
+        if run.exists() {
+            let _ = rt.delete(id, true);
+            hako_image::remove_tree(&run).map_err(io("clearing", &run))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&run)
+            .map_err(io("creating", &run))?;
+        let snapshots = self.snapshotter(rec)?;
+        let chain = self.chain(rec)?;
+        snapshots
+            .remount_rootfs(&chain, &self.container_dir(id).join("fs"))
+            .map_err(|source| EngineError::Snapshot {
+                id: id.clone(),
+                source,
+            })?;
+        self.network_up(rec)?;
+        let exe = std::env::current_exe().map_err(io("finding", Path::new("/proc/self/exe")))?;
+        let mut m = MonitorOptions::new(
+            runtime::helper_binary("hako-monitor"),
+            id.clone(),
+            self.container_dir(id).join("bundle"),
+            run.clone(),
+            self.log_path(id),
+        );
+        m.runtime = Some(rec.runtime.clone());
+        m.runtime_args = rt.global_args().into_iter().map(Into::into).collect();
+        m.terminal = rec.options.tty;
+        m.stdin = rec.options.interactive;
+        m.log_max_size = 10 << 20;
+        m.exit_command = Some(exe);
+        m.exit_args = vec![
+            "--root".into(),
+            self.root.clone().into(),
+            "--runroot".into(),
+            self.runroot.clone().into(),
+            "container".into(),
+            "cleanup".into(),
+            id.into(),
+        ];
+        if let Err(e) = hako_monitor::spawn(&m) {
+            let _ = self.network_down(rec);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    pub fn networks(&self) -> hako_network::NetworkStore {
+        net::store(&self.root, &self.runroot)
+    }
+
+    /// Its own netns, attached to its network, and /etc/hosts naming its
+    /// address there.
+    fn network_up(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let store = self.networks();
+        let (path, name) = match (&rec.network.mode, &rec.infra_for, &rec.network.netns) {
+            (NetMode::Network(n), None, _) => (net::netns_path(&store, &rec.id), Some(n.as_str())),
+            (NetMode::Network(n), Some(_), Some(p)) => (p.clone(), Some(n.as_str())),
+            (NetMode::None, Some(_), Some(p)) => (p.clone(), None),
+            _ => return Ok(()),
+        };
+        let res = net::up(&store, &path, &rec.id, name, &rec.network.ports, &[]).map_err(|e| {
+            EngineError::Other {
+                id: rec.id.clone(),
+                what: format!("network {}: {}", name.unwrap_or("none"), e.0),
+            }
+        })?;
+        let addresses: Vec<String> = res
+            .iter()
+            .flat_map(|r| r.networks.iter().map(|n| n.ip.to_string()))
+            .collect();
+        let dir = self.container_dir(&rec.id);
+        crate::etc_files::write(
+            &dir,
+            &crate::etc_files::EtcInput {
+                hostname: &rec.hostname,
+                addresses,
+                add_hosts: &rec.options.add_hosts,
+                dns: &rec.options.dns,
+                host_network: false,
+                aliases: Vec::new(),
+            },
+        )
+        .map_err(|source| EngineError::Io {
+            id: rec.id.clone(),
+            what: "writing /etc files in",
+            path: dir.clone(),
+            source,
+        })?;
+        if let Some(r) = res {
+            let _ = util::write_atomic(
+                &self.run_dir(&rec.id).join("network.json"),
+                &serde_json::to_vec(&r).unwrap_or_default(),
+            );
+        }
+        Ok(())
+    }
+
+    fn network_down(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let store = self.networks();
+        let path = match (&rec.network.mode, &rec.infra_for, &rec.network.netns) {
+            (NetMode::Network(_), None, _) => net::netns_path(&store, &rec.id),
+            (NetMode::Network(_) | NetMode::None, Some(_), Some(p)) => p.clone(),
+            _ => return Ok(()),
+        };
+        net::down(&store, &path, &rec.id).map_err(|e| EngineError::Other {
+            id: rec.id.clone(),
+            what: format!("network teardown: {}", e.0),
+        })
+    }
+
+    /// What the container got on its networks while it runs.
+    pub fn network_result(&self, rec: &ContainerRecord) -> Option<hako_network::AttachResult> {
+        let bytes = std::fs::read(self.run_dir(&rec.id).join("network.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn snapshotter(&self, rec: &ContainerRecord) -> Result<Snapshotter, EngineError> {
+        let kind: SnapshotKind = rec.snapshotter.parse().map_err(|e| EngineError::Other {
+            id: rec.id.clone(),
+            what: e,
+        })?;
+        Ok(Snapshotter::for_store(self.store.root(), kind))
+    }
+
+    fn chain(&self, rec: &ContainerRecord) -> Result<Vec<Digest>, EngineError> {
+        rec.chain
+            .iter()
+            .map(|c| {
+                c.parse().map_err(|_| EngineError::Other {
+                    id: rec.id.clone(),
+                    what: format!("a bad chain ID {c} in its record"),
+                })
+            })
+            .collect()
+    }
+
+    /// Starts a created container; an exited one is created again by a
+    /// new monitor first (docker's `start` of a stopped container).
+    pub fn start(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let _lock = self.lock(&rec.id)?;
+        self.start_locked(rec)
+    }
+
+    /// A container that is not live gets a monitor holding it created,
+    /// so a client can attach before [`Engine::start`].
+    pub fn prepare_start(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let _lock = self.lock(&rec.id)?;
+        if self.status(rec).is_live() {
+            return Ok(());
+        }
+        self.spawn_monitor(rec)
+    }
+
+    fn start_locked(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        match self.status(rec) {
+            Status::Running => return Ok(()),
+            Status::Created { monitor: true } => {}
+            _ => self.spawn_monitor(rec)?,
+        }
+        let run = self.run_dir(&rec.id);
+        self.oci_runtime(rec).start(&rec.id)?;
+        let mark = run.join("started");
+        util::write_atomic(&mark, util::rfc3339_nanos(util::now_nanos()).as_bytes()).map_err(
+            |source| EngineError::Io {
+                id: rec.id.clone(),
+                what: "writing",
+                path: mark,
+                source,
+            },
+        )
+    }
+
+    /// The runtime command that runs `args` in the running container (the
+    /// container's process settings with these changes), for the caller to
+    /// run with its stdio; its exit status is the process'.
+    pub fn exec_command(
+        &self,
+        rec: &ContainerRecord,
+        x: &ExecRequest,
+    ) -> Result<(std::process::Command, PathBuf), EngineError> {
+        let st = self.status(rec);
+        if !st.is_running() {
+            return Err(EngineError::State {
+                name: rec.name.clone(),
+                state: st.word().into(),
+                hint: "exec needs a running container",
+            });
+        }
+        if x.args.is_empty() {
+            return Err(bad("exec", "", "no command given").into());
+        }
+        let bundle = self.container_dir(&rec.id).join("bundle");
+        let cfg_path = bundle.join("config.json");
+        let io = |what: &'static str, path: &Path| {
+            let id = rec.id.clone();
+            let path = path.to_path_buf();
+            move |source| EngineError::Io {
+                id,
+                what,
+                path,
+                source,
+            }
+        };
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cfg_path).map_err(io("reading", &cfg_path))?)
+                .map_err(|e| EngineError::Other {
+                    id: rec.id.clone(),
+                    what: format!("its config.json: {e}"),
+                })?;
+        let mut p = cfg["process"].clone();
+        p["args"] = serde_json::json!(x.args);
+        p["terminal"] = serde_json::json!(x.tty);
+        let mut env: Vec<String> = p["env"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for e in &x.env {
+            let key = e.split('=').next().unwrap_or("");
+            env.retain(|v| v.split('=').next() != Some(key));
+            env.push(e.clone());
+        }
+        p["env"] = serde_json::json!(env);
+        if let Some(w) = &x.workdir {
+            if !w.starts_with('/') {
+                return Err(bad("--workdir", w, "must be an absolute path").into());
+            }
+            p["cwd"] = serde_json::json!(w);
+        }
+        if let Some(u) = &x.user {
+            let rootfs = PathBuf::from(cfg["root"]["path"].as_str().unwrap_or_default());
+            let (uid, gid, groups) = hako_image::bundle::resolve_user_in(&rootfs, u)
+                .map_err(|e| bad("--user", u, e.to_string()))?;
+            p["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": groups});
+        }
+        let file = self
+            .run_dir(&rec.id)
+            .join(format!("exec-{}.json", std::process::id()));
+        std::fs::write(&file, serde_json::to_vec(&p).unwrap_or_default())
+            .map_err(io("writing", &file))?;
+        let rt = self.oci_runtime(rec);
+        let mut c = rt.command(&["exec", "--process"]);
+        c.arg(&file);
+        if x.tty {
+            c.arg("--tty");
+        }
+        if x.detach {
+            c.arg("--detach");
+        }
+        c.arg(&rec.id);
+        Ok((c, file))
+    }
+
+    /// Sends `signal` to a running container.
+    pub fn kill(&self, rec: &ContainerRecord, signal: i32) -> Result<(), EngineError> {
+        let st = self.status(rec);
+        if !st.is_running() {
+            return Err(EngineError::State {
+                name: rec.name.clone(),
+                state: st.word().into(),
+                hint: "only a running container can be signalled",
+            });
+        }
+        self.oci_runtime(rec).kill(&rec.id, signal, false)?;
+        Ok(())
+    }
+
+    /// The stop signal, then SIGKILL after `timeout` (the container's own
+    /// stop timeout when None). A container that is not running is left
+    /// as it is.
+    pub fn stop(&self, rec: &ContainerRecord, timeout: Option<u64>) -> Result<(), EngineError> {
+        let _lock = self.lock(&rec.id)?;
+        self.stop_locked(rec, timeout)
+    }
+
+    fn stop_locked(&self, rec: &ContainerRecord, timeout: Option<u64>) -> Result<(), EngineError> {
+        let rt = self.oci_runtime(rec);
+        match self.status(rec) {
+            Status::Running => {}
+            Status::Created { monitor: true } => {
+                // Never started: deleting it ends its waiting init.
+                rt.delete(&rec.id, true)?;
+                self.wait_exit(rec, Duration::from_secs(10));
+                return Ok(());
+            }
+            _ => return Ok(()),
+        }
+        let timeout = Duration::from_secs(timeout.unwrap_or(rec.stop_timeout));
+        if !timeout.is_zero() {
+            if let Err(e) = rt.kill(&rec.id, rec.stop_signal, false) {
+                if self.status(rec).is_running() {
+                    return Err(e.into());
+                }
+            }
+            if self.wait_exit(rec, timeout) {
+                return Ok(());
+            }
+        }
+        let _ = rt.kill(&rec.id, libc::SIGKILL, true);
+        if self.wait_exit(rec, Duration::from_secs(10)) {
+            Ok(())
+        } else {
+            Err(EngineError::Other {
+                id: rec.id.clone(),
+                what: "it did not exit within 10 s of SIGKILL".into(),
+            })
+        }
+    }
+
+    /// Waits until the container is no longer live; true if it ended.
+    fn wait_exit(&self, rec: &ContainerRecord, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if !self.status(rec).is_live() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the container to exit; its exit code (-1 when its
+    /// monitor died without recording one).
+    pub fn wait(&self, rec: &ContainerRecord) -> Result<i32, EngineError> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.status(rec) {
+                Status::Exited { code, .. } => return Ok(code),
+                Status::Dead => return Ok(-1),
+                Status::Created { monitor: false } => {
+                    return Err(EngineError::State {
+                        name: rec.name.clone(),
+                        state: "created".into(),
+                        hint: "it is not running and nothing will start it",
+                    })
+                }
+                _ => {}
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes a container; a live one only with `force` (killed first).
+    pub fn remove(&self, rec: &ContainerRecord, force: bool) -> Result<(), EngineError> {
+        let _lock = self.lock(&rec.id)?;
+        // It may have gone while we waited for the lock (an exit command).
+        if self
+            .db
+            .find::<ContainerRecord>(&CONTAINERS, &rec.id)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.remove_locked(rec, force)
+    }
+
+    fn remove_locked(&self, rec: &ContainerRecord, force: bool) -> Result<(), EngineError> {
+        let st = self.status(rec);
+        if st.is_live() {
+            // As docker: a created container goes without --force.
+            if st.is_running() && !force {
+                return Err(EngineError::State {
+                    name: rec.name.clone(),
+                    state: st.word().into(),
+                    hint: "stop it first, or remove it with --force",
+                });
+            }
+            let rt = self.oci_runtime(rec);
+            let _ = rt.kill(&rec.id, libc::SIGKILL, true);
+            let _ = rt.delete(&rec.id, true);
+            self.wait_exit(rec, Duration::from_secs(10));
+        }
+        self.teardown(rec)?;
+        for v in &rec.anonymous_volumes {
+            let _ = self.volumes().remove(v, &[]);
+        }
+        self.db.remove(&CONTAINERS, &rec.id)?;
+        let _ = std::fs::remove_file(self.runroot.join("locks").join(&rec.id));
+        Ok(())
+    }
+
+    /// Everything a container made, gone: runtime state, monitor, network,
+    /// rootfs (unmounted), its directories. The record stays.
+    fn teardown(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let id = &rec.id;
+        let run = self.run_dir(id);
+        let rt = self.oci_runtime(rec);
+        let _ = rt.delete(id, true);
+        if let Some(pid) = monitor_pid(&run) {
+            // A monitor still there with nothing to watch (a failed start).
+            // SAFETY: kill(2) with a pid we recorded and checked alive.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.network_down(rec)?;
+        let dir = self.container_dir(id);
+        Snapshotter::release_rootfs(&dir.join("fs")).map_err(|source| EngineError::Snapshot {
+            id: id.clone(),
+            source,
+        })?;
+        for d in [&dir, &run] {
+            match hako_image::remove_tree(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(EngineError::Io {
+                        id: id.clone(),
+                        what: "removing",
+                        path: d.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What a monitor runs when its container has exited: the runtime
+    /// forgets it, the network and rootfs mount go (they come back at the
+    /// next start), and an `--rm` container is removed.
+    pub fn cleanup(&self, what: &str) -> Result<(), EngineError> {
+        let rec = match self.find(what) {
+            Ok(r) => r,
+            Err(EngineError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _lock = self.lock(&rec.id)?;
+        if self
+            .db
+            .find::<ContainerRecord>(&CONTAINERS, &rec.id)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        if !matches!(self.status(&rec), Status::Exited { .. } | Status::Dead) {
+            return Ok(());
+        }
+        if rec.options.auto_remove {
+            return self.remove_locked(&rec, false);
+        }
+        let _ = self.oci_runtime(&rec).delete(&rec.id, true);
+        self.network_down(&rec)?;
+        Snapshotter::unmount_rootfs(&self.container_dir(&rec.id).join("fs")).map_err(|source| {
+            EngineError::Snapshot {
+                id: rec.id.clone(),
+                source,
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Removes every container that is not live; their names.
+    pub fn prune(&self) -> Result<Vec<String>, EngineError> {
+        let mut gone = Vec::new();
+        for rec in self.list()? {
+            if self.status(&rec).is_live() {
+                continue;
+            }
+            self.remove(&rec, false)?;
+            gone.push(rec.id);
+        }
+        // Directories no record names: a create killed before it wrote
+        // its record.
+        let known: std::collections::HashSet<String> =
+            self.list()?.into_iter().map(|r| r.id).collect();
+        for base in [
+            self.root.join("containers"),
+            self.runroot.join("containers"),
+        ] {
+            for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if known.contains(&name) || name.len() != 64 {
+                    continue;
+                }
+                // A create in progress holds the lock; a dead one does not.
+                let Some(_held) = self.try_lock(&name)? else {
+                    continue;
+                };
+                if self
+                    .db
+                    .find::<ContainerRecord>(&CONTAINERS, &name)?
+                    .is_some()
+                {
+                    continue;
+                }
+                if let Some(pid) = monitor_pid(&e.path()) {
+                    // SAFETY: kill(2) of a monitor no record owns.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                let _ = Snapshotter::release_rootfs(&e.path().join("fs"));
+                let _ = hako_image::remove_tree(&e.path());
+                let _ = std::fs::remove_file(self.runroot.join("locks").join(&name));
+            }
+        }
+        Ok(gone)
+    }
+}
+
+/// What `hako exec` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    pub detach: bool,
+}
+
+/// What [`Engine::create`] checked before making anything.
+struct Plan {
+    config: ImageConfig,
+    volumes: Vec<options::VolumeSpec>,
+    stop_signal: i32,
+    net_mode: NetMode,
+    netns: Option<PathBuf>,
+    ports: Vec<hako_network::PortMapping>,
+    snapshots: Snapshotter,
+    /// The pod's name when its UTS namespace is joined.
+    hostname: Option<String>,
+    /// Namespaces of the pod's infra joined by path.
+    join: Vec<(&'static str, PathBuf)>,
+    pod: Option<String>,
+}
+
+/// The monitor's pid, if it is alive (its pid file names a live
+/// hako-monitor).
+fn monitor_pid(run: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(run.join("monitor.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    (comm.trim() == "hako-monitor" && state != "Z").then_some(pid)
+}
+
+fn monitor_alive(run: &Path) -> bool {
+    monitor_pid(run).is_some()
+}
+
+/// A new named volume shows what the image has at its mount point, as in
+/// docker: the image's files are copied in while the volume is empty.
+/// The directory is opened inside the rootfs (RESOLVE_IN_ROOT): an image
+/// symlink on the way can never point the copy at a host directory.
+fn copy_up(rootfs: &Path, destination: &str, volume: &Path) {
+    let Ok(mut entries) = std::fs::read_dir(volume) else {
+        return;
+    };
+    if entries.next().is_some() {
+        return;
+    }
+    let Ok(root) = std::fs::File::open(rootfs) else {
+        return;
+    };
+    let Ok(fd) = hako_runtime::sys::openat2(
+        std::os::fd::AsRawFd::as_raw_fd(&root),
+        Path::new(destination.trim_start_matches('/')),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+        hako_runtime::sys::RESOLVE_IN_ROOT,
+    ) else {
+        return;
+    };
+    let dir = std::fs::File::from(fd);
+    let Ok(md) = dir.metadata() else { return };
+    let src = format!(
+        "/proc/{}/fd/{}/.",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    );
+    let _ = std::process::Command::new("cp")
+        .args(["-a", "--no-dereference"])
+        .arg(&src)
+        .arg(volume)
+        .status();
+    let _ = std::fs::set_permissions(volume, md.permissions());
+    let _ = std::os::unix::fs::chown(
+        volume,
+        Some(std::os::unix::fs::MetadataExt::uid(&md)),
+        Some(std::os::unix::fs::MetadataExt::gid(&md)),
+    );
+}

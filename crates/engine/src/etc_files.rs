@@ -1,0 +1,105 @@
+//! The /etc/hosts, /etc/hostname and /etc/resolv.conf a container gets,
+//! written in its directory and bound over the image's.
+
+use std::path::{Path, PathBuf};
+
+use crate::options::{bad, OptionError};
+
+#[derive(Debug, Clone, Default)]
+pub struct EtcInput<'a> {
+    pub hostname: &'a str,
+    /// The container's own addresses (for its hostname line).
+    pub addresses: Vec<String>,
+    /// `--add-host NAME:IP` entries.
+    pub add_hosts: &'a [String],
+    /// `--dns` servers (replace the host's).
+    pub dns: &'a [String],
+    /// The host's network: its files, not generated ones.
+    pub host_network: bool,
+    /// Other names that resolve to this container (pod members …).
+    pub aliases: Vec<String>,
+}
+
+/// Checks `--add-host` and `--dns` values (before anything is made).
+pub fn validate(add_hosts: &[String], dns: &[String]) -> Result<(), OptionError> {
+    for h in add_hosts {
+        let (name, ip) = h
+            .split_once(':')
+            .or_else(|| h.split_once('='))
+            .ok_or_else(|| bad("--add-host", h, "expected NAME:IP"))?;
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(bad("--add-host", h, "bad host name"));
+        }
+        if ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad("--add-host", h, "not an IP address"));
+        }
+    }
+    for d in dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad("--dns", d, "not an IP address"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the three files into `dir`; returns (path, container path).
+pub fn write(dir: &Path, input: &EtcInput<'_>) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
+    let hosts = dir.join("hosts");
+    let hostname = dir.join("hostname");
+    let resolv = dir.join("resolv.conf");
+    let mut h = String::new();
+    if input.host_network {
+        h.push_str(&std::fs::read_to_string("/etc/hosts").unwrap_or_default());
+        if !h.ends_with('\n') && !h.is_empty() {
+            h.push('\n');
+        }
+    } else {
+        h.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    }
+    for e in input.add_hosts {
+        if let Some((name, ip)) = e.split_once(':').or_else(|| e.split_once('=')) {
+            h.push_str(&format!("{ip}\t{name}\n"));
+        }
+    }
+    let names = std::iter::once(input.hostname.to_string())
+        .chain(input.aliases.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if input.addresses.is_empty() {
+        h.push_str(&format!("127.0.1.1\t{names}\n"));
+    }
+    for a in &input.addresses {
+        h.push_str(&format!("{a}\t{names}\n"));
+    }
+    std::fs::write(&hosts, h)?;
+    std::fs::write(&hostname, format!("{}\n", input.hostname))?;
+    std::fs::write(&resolv, resolv_conf(input.dns, input.host_network))?;
+    Ok(vec![
+        (hosts, "/etc/hosts"),
+        (hostname, "/etc/hostname"),
+        (resolv, "/etc/resolv.conf"),
+    ])
+}
+
+/// The host's resolv.conf for a container: as it is on the host's
+/// network; elsewhere filtered by hako-network (loopback and IPv6
+/// nameservers cannot be reached from another network namespace; a
+/// systemd-resolved stub is replaced by its upstream servers). `--dns`
+/// replaces the nameservers.
+fn resolv_conf(dns: &[String], host_network: bool) -> String {
+    let servers: Vec<std::net::IpAddr> = dns.iter().filter_map(|d| d.parse().ok()).collect();
+    if host_network {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        if servers.is_empty() {
+            return host;
+        }
+        let conf = hako_network::dns::filter_resolv_conf(&host);
+        return conf.with_nameservers(servers).render();
+    }
+    let conf = hako_network::dns::host_resolv_conf().unwrap_or_default();
+    if servers.is_empty() {
+        conf.render()
+    } else {
+        conf.with_nameservers(servers).render()
+    }
+}

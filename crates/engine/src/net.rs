@@ -1,0 +1,118 @@
+//! A container's network through hako-network: a persistent netns per
+//! container (or pod) attached to CNI networks, set up when its monitor
+//! starts and torn down when it exits.
+
+use std::path::{Path, PathBuf};
+
+use hako_network::{AttachResult, NetworkAttachment, NetworkStore, PortMapping};
+use serde::{Deserialize, Serialize};
+
+use crate::options::{bad, OptionError};
+
+/// How `--network` was understood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetMode {
+    /// Its own namespace with loopback only.
+    None,
+    Host,
+    /// Its own namespace attached to this CNI network.
+    Network(String),
+    /// Another container's namespace (by ID).
+    Container(String),
+    /// Its pod's namespace (by pod ID).
+    Pod(String),
+}
+
+impl NetMode {
+    pub fn describe(&self) -> String {
+        match self {
+            NetMode::None => "none".into(),
+            NetMode::Host => "host".into(),
+            NetMode::Network(n) if n == hako_network::store::DEFAULT_NETWORK => "bridge".into(),
+            NetMode::Network(n) => n.clone(),
+            NetMode::Container(c) => format!("container:{c}"),
+            NetMode::Pod(p) => format!("pod:{p}"),
+        }
+    }
+}
+
+pub fn store(root: &Path, runroot: &Path) -> NetworkStore {
+    NetworkStore::new(root, runroot)
+}
+
+/// Parses every `-p` (host ports still 0 where not given).
+pub fn parse_ports(specs: &[String]) -> Result<Vec<PortMapping>, OptionError> {
+    let mut out = Vec::new();
+    for s in specs {
+        out.extend(hako_network::parse_port_spec(s).map_err(|e| bad("-p", s, e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// Host ports for the mappings that have none, and a check that the given
+/// ones are free (no host listener, no other container's mapping).
+pub fn assign_ports(store: &NetworkStore, ports: &mut [PortMapping]) -> Result<(), OptionError> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let taken: Vec<PortMapping> = store
+        .attachments(None)
+        .map(|a| a.into_iter().flat_map(|r| r.ports).collect())
+        .unwrap_or_default();
+    hako_network::ports::assign_host_ports(ports, &taken).map_err(|e| bad("-p", "", e.to_string()))
+}
+
+/// Makes the netns at `path` (unless it exists) and attaches it to
+/// `network` as `owner` with `ports`. All or nothing.
+pub fn up(
+    store: &NetworkStore,
+    path: &Path,
+    owner: &str,
+    network: Option<&str>,
+    ports: &[PortMapping],
+    aliases: &[String],
+) -> Result<Option<AttachResult>, NetError> {
+    let made = if hako_network::netns::is_netns(path) {
+        false
+    } else {
+        hako_network::Netns::create(path).map_err(|e| NetError(e.to_string()))?;
+        true
+    };
+    let Some(network) = network else {
+        return Ok(None);
+    };
+    let mut a = NetworkAttachment::new(network, "eth0");
+    a.ports = ports.to_vec();
+    a.aliases = aliases.to_vec();
+    match store.attach(path, owner, &[a]) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) => {
+            if made {
+                let _ = hako_network::Netns::remove(path);
+            }
+            Err(NetError(e.to_string()))
+        }
+    }
+}
+
+/// Detaches `owner` from what it is attached to and removes the netns.
+pub fn down(store: &NetworkStore, path: &Path, owner: &str) -> Result<(), NetError> {
+    let detached = store
+        .detach_all(path, owner)
+        .map_err(|e| NetError(e.to_string()));
+    let removed = if path.exists() {
+        hako_network::Netns::remove(path).map_err(|e| NetError(e.to_string()))
+    } else {
+        Ok(())
+    };
+    detached.and(removed)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NetError(pub String);
+
+/// Where a container's (or pod's) netns lives.
+pub fn netns_path(store: &NetworkStore, owner: &str) -> PathBuf {
+    store.netns_path(owner)
+}

@@ -1,0 +1,503 @@
+//! The engine end to end: `hako run/create/start/stop/kill/rm/ps/logs/
+//! exec/wait` on a busybox image, with a monitor per container, real
+//! namespaces, mounts and cgroups. Each test has its own store and run
+//! dir, and checks that what it made is gone afterwards: no record,
+//! directory, mount, monitor or cgroup.
+
+mod images;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hako_tests::{json, TempDir};
+use images::*;
+
+/// A store with the busybox image as `localhost/busybox:latest`.
+fn hako_with_busybox() -> Hako {
+    let h = Hako::new();
+    let t = TempDir::new("img");
+    let layout = t.path.join("busybox");
+    make_layout(
+        &layout,
+        &test_rootfs(&t.path),
+        json!({"Cmd": ["sh"], "Env": ["FROM_IMAGE=yes"]}),
+        &["amd64"],
+    );
+    h.ok(&["pull", "-q", &format!("oci:{}:latest", layout.display())]);
+    h
+}
+
+const IMG: &str = "localhost/busybox:latest";
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn hako(h: &Hako, args: &[&str]) -> Out {
+    let o = h.cmd(args).stdin(Stdio::null()).output().expect("hako");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Nothing of any container is left: no record, directory, mount or
+/// monitor process for this store, no cgroup named after `ids`.
+fn assert_clean(h: &Hako, ids: &[String]) {
+    let o = hako(h, &["ps", "-aq"]);
+    assert_eq!(o.stdout, "", "containers left: {}", o.stdout);
+    for d in ["lib/containers", "run/containers"] {
+        let left: Vec<_> = std::fs::read_dir(h.root.path.join(d))
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{d}: {left:?}");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let root = h.root.path.to_string_lossy().into_owned();
+    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
+    assert!(leaked.is_empty(), "mounts left: {leaked:#?}");
+    assert!(monitors(h).is_empty(), "monitors left: {:?}", monitors(h));
+    for id in ids {
+        for ctrl in ["memory", "pids", "cpu", "unified"] {
+            let p = Path::new("/sys/fs/cgroup").join(ctrl).join("hako").join(id);
+            assert!(!p.exists(), "cgroup left: {}", p.display());
+        }
+    }
+}
+
+/// hako-monitor processes of this store.
+fn monitors(h: &Hako) -> Vec<i32> {
+    let run = h.root.path.join("run").to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if comm.trim() == "hako-monitor" && String::from_utf8_lossy(&cmdline).contains(&run) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn inspect(h: &Hako, name: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&h.ok(&["inspect", name])).expect("inspect json");
+    v[0].clone()
+}
+
+#[test]
+fn run_gives_output_and_exit_status_and_cleans_up_with_rm() {
+    let h = hako_with_busybox();
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "--rm",
+            IMG,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; echo $FROM_IMAGE $HOSTNAME; exit 3",
+        ],
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines[0], "out");
+    assert!(lines[1].starts_with("yes "), "{}", o.stdout);
+    assert_eq!(o.stderr, "err\n");
+    assert_clean(&h, &[]);
+
+    // The engine's own failures: 127 not found, 126 not executable, 125
+    // for bad flags; none leaves anything.
+    let o = hako(&h, &["run", "--rm", IMG, "/no/such/program"]);
+    assert_eq!(o.code, 127, "{}", o.stderr);
+    let o = hako(&h, &["run", "--rm", IMG, "/etc/passwd"]);
+    assert_eq!(o.code, 126, "{}", o.stderr);
+    for bad in [
+        vec!["run", "--rm", "--memory", "lots", IMG, "true"],
+        vec!["run", "--rm", "-v", "rel:/x:bogus", IMG, "true"],
+        vec!["run", "--rm", "--cap-add", "CAP_NOPE", IMG, "true"],
+        vec!["run", "--rm", "--ulimit", "nofile=9:1", IMG, "true"],
+        vec![
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=/nonexistent.json",
+            IMG,
+            "true",
+        ],
+        vec![
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "localhost/absent:1",
+            "true",
+        ],
+        vec!["run", "--rm", "--name", "bad/name", IMG, "true"],
+    ] {
+        let o = hako(&h, &bad);
+        assert_eq!(o.code, 125, "{bad:?}: {}", o.stderr);
+        assert!(o.stderr.starts_with("hako: "), "{bad:?}: {}", o.stderr);
+    }
+    assert_clean(&h, &[]);
+}
+
+#[test]
+fn detached_containers_logs_exec_stop_kill_and_rm() {
+    let h = hako_with_busybox();
+    let o = hako(
+        &h,
+        &[
+            "run", "-d", "--name", "web", IMG, "sh", "-c",
+            "echo hello; echo oops >&2; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = o.stdout.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(wait_for(5, || hako(&h, &["logs", "web"]).stdout == "hello\n"));
+    let o = hako(&h, &["logs", "web"]);
+    assert_eq!(o.stderr, "oops\n");
+    let ps = hako(&h, &["ps"]).stdout;
+    assert!(ps.contains("web") && ps.contains("Up "), "{ps}");
+    assert_eq!(inspect(&h, "web")["State"]["Status"], "running");
+    // By ID prefix too.
+    assert_eq!(inspect(&h, &id[..8])["Name"], "web");
+
+    // exec: output, status, env, user and workdir.
+    let o = hako(
+        &h,
+        &[
+            "exec",
+            "-e",
+            "X=1",
+            "-u",
+            "app",
+            "-w",
+            "/srv",
+            "web",
+            "sh",
+            "-c",
+            "echo $X $(id -u) $(pwd); exit 4",
+        ],
+    );
+    assert_eq!(o.code, 4, "{}", o.stderr);
+    assert_eq!(o.stdout, "1 1234 /srv\n");
+
+    // A second name is refused while the first is in use.
+    let o = hako(&h, &["run", "-d", "--name", "web", IMG, "true"]);
+    assert_eq!(o.code, 125);
+    assert!(o.stderr.contains("already in use"), "{}", o.stderr);
+
+    // stop: the trap runs, the exit is 0.
+    let o = hako(&h, &["stop", "-t", "5", "web"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(inspect(&h, "web")["State"]["ExitCode"], 0);
+    assert!(hako(&h, &["logs", "web"]).stdout.ends_with("bye\n"));
+    assert!(hako(&h, &["ps"]).stdout.lines().count() == 1);
+    assert!(hako(&h, &["ps", "-a"]).stdout.contains("Exited (0)"));
+
+    // start again, then kill: 137.
+    assert_eq!(hako(&h, &["start", "web"]).code, 0);
+    assert!(wait_for(5, || inspect(&h, "web")["State"]["Running"] == true));
+    assert_eq!(hako(&h, &["kill", "web"]).code, 0);
+    let o = hako(&h, &["wait", "web"]);
+    assert_eq!(o.stdout, "137\n", "{}", o.stderr);
+    // The log kept both runs.
+    assert_eq!(
+        hako(&h, &["logs", "web"]).stdout.matches("hello").count(),
+        2
+    );
+
+    // rm of a running container needs -f.
+    let o = hako(&h, &["run", "-d", IMG, "sleep", "100"]);
+    let id2 = o.stdout.trim().to_string();
+    let o = hako(&h, &["rm", &id2]);
+    assert_eq!(o.code, 125);
+    assert!(o.stderr.contains("running"), "{}", o.stderr);
+    assert_eq!(hako(&h, &["rm", "-f", &id2, "web"]).code, 0);
+    assert_clean(&h, &[id, id2]);
+}
+
+#[test]
+fn signals_reach_the_container_and_stdin_is_forwarded() {
+    let h = hako_with_busybox();
+    let mut child = h
+        .cmd(&[
+            "run",
+            "--rm",
+            IMG,
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hako run");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = [0u8; 6];
+    out.read_exact(&mut buf).expect("ready");
+    assert_eq!(&buf, b"ready\n");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("rest");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(7));
+    assert_eq!(rest, "got-term\n");
+
+    // -i: stdin goes in and its end closes the container's.
+    let mut child = h
+        .cmd(&["run", "--rm", "-i", IMG, "sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hako run -i");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"line one\nline two\n")
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "line one\nline two\ndone\n"
+    );
+    assert_clean(&h, &[]);
+}
+
+#[test]
+fn a_tty_session_through_a_pty_follows_resizes() {
+    let h = hako_with_busybox();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    // 30 rows, 100 columns to start with.
+    set_size(pty.master.as_raw_fd(), 30, 100);
+    let slave = pty.slave;
+    let mut cmd = h.cmd(&["run", "--rm", "-it", IMG, "sh"]);
+    cmd.stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave.try_clone().expect("dup"));
+    // SAFETY: setsid and TIOCSCTTY are async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("hako run -it");
+    drop(slave);
+    let master = std::fs::File::from(pty.master);
+    let reader = master.try_clone().expect("dup");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut r = reader;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let expect = |what: &str, seen: &mut String| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !seen.contains(what) {
+            let left = end.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+                Err(_) => panic!("no {what:?} in {seen:?}"),
+            }
+        }
+    };
+    let mut m = &master;
+    m.write_all(b"tty; stty size\n").expect("write");
+    expect("/dev/pts/", &mut seen);
+    expect("30 100", &mut seen);
+    // A resize of our terminal reaches the container's.
+    set_size(master.as_raw_fd(), 40, 120);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGWINCH) };
+    std::thread::sleep(Duration::from_millis(200));
+    m.write_all(b"stty size; exit 5\n").expect("write");
+    expect("40 120", &mut seen);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(5), "{seen}");
+    assert_clean(&h, &[]);
+}
+
+fn set_size(fd: i32, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+}
+
+#[test]
+fn volumes_survive_their_containers() {
+    let h = hako_with_busybox();
+    let host = TempDir::new("bind");
+    std::fs::write(host.path.join("from-host"), "h\n").expect("write");
+    let bind = format!("{}:/host:ro", host.path.display());
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data",
+            "-v",
+            &bind,
+            IMG,
+            "sh",
+            "-c",
+            "cat /host/from-host; echo kept > /data/f; touch /host/x 2>/dev/null || echo ro",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "h\nro\n");
+    let o = hako(
+        &h,
+        &["run", "--rm", "-v", "data:/data", IMG, "cat", "/data/f"],
+    );
+    assert_eq!(o.stdout, "kept\n", "{}", o.stderr);
+    let ls = h.ok(&["volume", "ls", "-q"]);
+    assert_eq!(ls, "data\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&h.ok(&["volume", "inspect", "data"])).expect("json");
+    assert_eq!(v[0]["Name"], "data");
+    // A volume in use cannot go.
+    let o = hako(
+        &h,
+        &["create", "--name", "user", "-v", "data:/data", IMG, "true"],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = hako(&h, &["volume", "rm", "data"]);
+    assert_eq!(o.code, 125);
+    assert!(o.stderr.contains("in use"), "{}", o.stderr);
+    h.ok(&["rm", "user"]);
+    h.ok(&["volume", "rm", "data"]);
+    assert_eq!(h.ok(&["volume", "ls", "-q"]), "");
+    // An anonymous volume goes with its container; an image's directory
+    // is copied into a new volume.
+    let o = hako(&h, &["run", "--rm", "-v", "/etc", IMG, "cat", "/etc/group"]);
+    assert!(o.stdout.contains("staff:x:50"), "{}{}", o.stdout, o.stderr);
+    assert_eq!(h.ok(&["volume", "ls", "-q"]), "");
+    assert_clean(&h, &[]);
+}
+
+#[test]
+fn concurrent_runs() {
+    let h = hako_with_busybox();
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            h.cmd(&[
+                "run",
+                "--rm",
+                IMG,
+                "sh",
+                "-c",
+                &format!("echo n{i}; exit {i}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().expect("wait");
+        assert_eq!(
+            o.status.code(),
+            Some(i as i32),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), format!("n{i}\n"));
+    }
+    assert_clean(&h, &[]);
+}
+
+#[test]
+fn a_killed_hako_leaves_state_that_ps_shows_and_prune_cleans() {
+    let h = hako_with_busybox();
+    let mut ids = Vec::new();
+    // Killed at different moments of `run`: before, during and after the
+    // container's create and start.
+    for delay_ms in [0u64, 5, 15, 30, 60, 120, 250, 500] {
+        let mut c = h
+            .cmd(&["run", IMG, "sleep", "100"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // And once the container surely runs (it has printed).
+    let mut c = h
+        .cmd(&["run", IMG, "sh", "-c", "echo up; sleep 100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut up = [0u8; 3];
+    c.stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut up)
+        .expect("up");
+    let _ = c.kill();
+    let _ = c.wait();
+    // Whatever got made is listed, each with a status it really has.
+    let list: serde_json::Value =
+        serde_json::from_str(&h.ok(&["ps", "-a", "--format", "json"])).expect("json");
+    for c in list.as_array().expect("array") {
+        ids.push(c["Id"].as_str().expect("id").to_string());
+        let state = c["State"].as_str().expect("state");
+        if state == "running" {
+            let pid = c["Pid"].as_i64().expect("pid");
+            assert!(
+                pid > 0 && Path::new(&format!("/proc/{pid}")).exists(),
+                "{c}"
+            );
+        }
+    }
+    // The monitors outlived their hako: the running ones still run.
+    let running = hako(&h, &["ps", "-q"]).stdout.lines().count();
+    assert!(running >= 1, "{list}");
+    for id in hako(&h, &["ps", "-q"]).stdout.lines() {
+        assert_eq!(hako(&h, &["stop", "-t", "0", id]).code, 0);
+    }
+    let o = hako(&h, &["system", "prune", "-f"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_clean(&h, &ids);
+}
