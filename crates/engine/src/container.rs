@@ -790,6 +790,9 @@ impl Engine {
                 source,
             })?;
         self.network_up(rec)?;
+        if let Some(pod) = &rec.pod {
+            self.rejoin_pod(rec, pod)?;
+        }
         let exe = std::env::current_exe().map_err(io("finding", Path::new("/proc/self/exe")))?;
         let mut m = MonitorOptions::new(
             runtime::helper_binary("hako-monitor"),
@@ -818,6 +821,47 @@ impl Engine {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// A pod member's config names its infra's namespaces by /proc path:
+    /// after the infra restarted they are those of its new pid.
+    fn rejoin_pod(&self, rec: &ContainerRecord, pod: &str) -> Result<(), EngineError> {
+        let ctx = self.pod_for_member(pod)?;
+        let path = self.container_dir(&rec.id).join("bundle/config.json");
+        let io = |what: &'static str| {
+            let id = rec.id.clone();
+            let path = path.clone();
+            move |source| EngineError::Io {
+                id,
+                what,
+                path,
+                source,
+            }
+        };
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).map_err(io("reading"))?).map_err(|e| {
+                EngineError::Other {
+                    id: rec.id.clone(),
+                    what: format!("its config.json: {e}"),
+                }
+            })?;
+        let mut joins = ctx.join.clone();
+        if matches!(rec.network.mode, NetMode::Pod(_)) {
+            joins.push(("network", ctx.netns.clone()));
+        }
+        if let Some(list) = cfg["linux"]["namespaces"].as_array_mut() {
+            for ns in list.iter_mut() {
+                if let Some((_, p)) = joins.iter().find(|(t, _)| ns["type"] == *t) {
+                    ns["path"] = serde_json::json!(p);
+                }
+            }
+        }
+        hako_image::bundle::write_config(path.parent().unwrap_or(Path::new(".")), &cfg).map_err(
+            |e| EngineError::Other {
+                id: rec.id.clone(),
+                what: e.to_string(),
+            },
+        )
     }
 
     pub fn networks(&self) -> hako_network::NetworkStore {
@@ -878,7 +922,11 @@ impl Engine {
             (NetMode::Network(_) | NetMode::None, Some(_), Some(p)) => p.clone(),
             _ => return Ok(()),
         };
-        net::down(&store, &path, &rec.id).map_err(|e| EngineError::Other {
+        let network = match &rec.network.mode {
+            NetMode::Network(n) => Some(n.as_str()),
+            _ => None,
+        };
+        net::down(&store, &path, &rec.id, network).map_err(|e| EngineError::Other {
             id: rec.id.clone(),
             what: format!("network teardown: {}", e.0),
         })
@@ -1175,7 +1223,9 @@ impl Engine {
             // SAFETY: kill(2) with a pid we recorded and checked alive.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        self.network_down(rec)?;
+        // Everything else goes even when the network does not (then the
+        // error is returned, the record stays, and `rm` can try again).
+        let net = self.network_down(rec);
         let dir = self.container_dir(id);
         Snapshotter::release_rootfs(&dir.join("fs")).map_err(|source| EngineError::Snapshot {
             id: id.clone(),
@@ -1195,7 +1245,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        net
     }
 
     /// What a monitor runs when its container has exited: the runtime

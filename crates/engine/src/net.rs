@@ -95,11 +95,24 @@ pub fn up(
     }
 }
 
-/// Detaches `owner` from what it is attached to and removes the netns.
-pub fn down(store: &NetworkStore, path: &Path, owner: &str) -> Result<(), NetError> {
-    let detached = store
-        .detach_all(path, owner)
-        .map_err(|e| NetError(e.to_string()));
+/// Detaches `owner` from `network` (by its cached result, or by a DEL
+/// from the network's config when a killed `hako` never cached one) and
+/// from whatever else the cache lists, then removes the netns.
+pub fn down(
+    store: &NetworkStore,
+    path: &Path,
+    owner: &str,
+    network: Option<&str>,
+) -> Result<(), NetError> {
+    let mut detached = match network {
+        Some(n) => store
+            .detach(path, owner, &[NetworkAttachment::new(n, "eth0")])
+            .map_err(|e| NetError(e.to_string())),
+        None => Ok(()),
+    };
+    if let Err(e) = store.detach_all(path, owner) {
+        detached = detached.and(Err(NetError(e.to_string())));
+    }
     let removed = if path.exists() {
         hako_network::Netns::remove(path).map_err(|e| NetError(e.to_string()))
     } else {

@@ -15,9 +15,46 @@ use std::time::{Duration, Instant};
 use hako_tests::{json, TempDir};
 use images::*;
 
+/// A test's hako: on drop (a failed test too) its pods, containers and
+/// networks go, so no bridge, veth or iptables rule outlives the test.
+struct TestHako(Hako);
+
+impl std::ops::Deref for TestHako {
+    type Target = Hako;
+    fn deref(&self) -> &Hako {
+        &self.0
+    }
+}
+
+impl Drop for TestHako {
+    fn drop(&mut self) {
+        let list = |args: &[&str]| -> Vec<String> {
+            self.0
+                .cmd(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for p in list(&["pod", "ps", "-q"]) {
+            let _ = self.0.cmd(&["pod", "rm", "-f", &p]).output();
+        }
+        for c in list(&["ps", "-aq"]) {
+            let _ = self.0.cmd(&["rm", "-f", &c]).output();
+        }
+        for n in list(&["network", "ls", "-q"]) {
+            let _ = self.0.cmd(&["network", "rm", "-f", &n]).output();
+        }
+    }
+}
+
 /// A store with the busybox image as `localhost/busybox:latest`.
-fn hako_with_busybox() -> Hako {
-    let h = Hako::new();
+fn hako_with_busybox() -> TestHako {
+    let h = TestHako(Hako::new());
     let t = TempDir::new("img");
     let layout = t.path.join("busybox");
     make_layout(
@@ -50,6 +87,17 @@ fn hako(h: &Hako, args: &[&str]) -> Out {
 /// Nothing of any container is left: no record, directory, mount or
 /// monitor process for this store, no cgroup named after `ids`.
 fn assert_clean(h: &Hako, ids: &[String]) {
+    let rules = std::process::Command::new("iptables-save")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for id in ids {
+        assert!(!rules.contains(id.as_str()), "iptables rules left for {id}");
+        assert!(
+            !h.root.path.join("run/netns").join(id).exists(),
+            "netns left for {id}"
+        );
+    }
     let o = hako(h, &["ps", "-aq"]);
     assert_eq!(o.stdout, "", "containers left: {}", o.stdout);
     for d in ["lib/containers", "run/containers"] {
@@ -500,4 +548,262 @@ fn a_killed_hako_leaves_state_that_ps_shows_and_prune_cleans() {
     let o = hako(&h, &["system", "prune", "-f"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_clean(&h, &ids);
+}
+
+/// The host's own address (not loopback), for published-port checks.
+fn host_ip() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip addr");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| !l.contains(" hako") && !l.contains("cni") && !l.contains("docker"))
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "inet")?;
+            Some(w.get(i + 1)?.split('/').next()?.to_string())
+        })
+        .expect("a global IPv4 address")
+}
+
+fn curl(url: &str) -> String {
+    let o = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn published_ports_are_answered_over_curl() {
+    let h = hako_with_busybox();
+    let web = "echo served-by-$HOSTNAME > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "80",
+            "-p",
+            "127.0.0.1::80",
+            IMG,
+            "sh",
+            "-c",
+            web,
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = o.stdout.trim().to_string();
+    let ports = h.ok(&["port", "web"]);
+    let host_ports: Vec<String> = ports
+        .lines()
+        .map(|l| l.rsplit(':').next().expect("port").to_string())
+        .collect();
+    assert_eq!(host_ports.len(), 2, "{ports}");
+    assert!(ports.contains("127.0.0.1:"), "{ports}");
+    let want = format!("served-by-{}\n", &id[..12]);
+    assert!(
+        wait_for(10, || curl(&format!(
+            "http://127.0.0.1:{}/index.html",
+            host_ports[0]
+        )) == want),
+        "127.0.0.1:{} did not answer",
+        host_ports[0]
+    );
+    assert_eq!(
+        curl(&format!(
+            "http://{}:{}/index.html",
+            host_ip(),
+            host_ports[0]
+        )),
+        want
+    );
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{}/index.html", host_ports[1])),
+        want
+    );
+    // The container has its address in /etc/hosts and a default route.
+    let o = hako(
+        &h,
+        &[
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "grep $HOSTNAME /etc/hosts; ip route | grep default",
+        ],
+    );
+    assert!(
+        o.stdout.contains("10.") && o.stdout.contains("default via"),
+        "{}",
+        o.stdout
+    );
+    // Two containers on one network reach each other by address.
+    let ip = o.stdout.split_whitespace().next().expect("ip").to_string();
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "--rm",
+            IMG,
+            "wget",
+            "-qO-",
+            &format!("http://{ip}/index.html"),
+        ],
+    );
+    assert_eq!(o.stdout, want, "{}", o.stderr);
+    // A port already published is refused, and leaves nothing.
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "-d",
+            "-p",
+            &format!("{}:80", host_ports[0]),
+            IMG,
+            "true",
+        ],
+    );
+    assert_eq!(o.code, 125, "{}", o.stdout);
+    // Stopped, the port no longer answers; removed, nothing is left.
+    h.ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{}/index.html", host_ports[0])),
+        ""
+    );
+    h.ok(&["rm", "web"]);
+    assert_clean(&h, &[id]);
+}
+
+#[test]
+fn two_containers_of_a_pod_talk_over_localhost() {
+    let h = hako_with_busybox();
+    let pod = h
+        .ok(&["pod", "create", "--name", "pod1", "-p", "8080"])
+        .trim()
+        .to_string();
+    assert_eq!(pod.len(), 64);
+    let web = "echo from-a > /tmp/index.html; exec httpd -f -p 127.0.0.1:8081 -h /tmp";
+    let o = hako(
+        &h,
+        &[
+            "run", "-d", "--pod", "pod1", "--name", "a", IMG, "sh", "-c", web,
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let a = o.stdout.trim().to_string();
+    // b reaches a on 127.0.0.1: one network namespace; one hostname.
+    let mut got = String::new();
+    assert!(
+        wait_for(10, || {
+            let o = hako(
+                &h,
+                &[
+                    "run",
+                    "--rm",
+                    "--pod",
+                    "pod1",
+                    IMG,
+                    "sh",
+                    "-c",
+                    "wget -qO- http://127.0.0.1:8081/index.html; hostname",
+                ],
+            );
+            got = o.stdout + &o.stderr;
+            got == "from-a\npod1\n"
+        }),
+        "{got}"
+    );
+    // The pod's published port reaches a server of a member.
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "-d",
+            "--pod",
+            "pod1",
+            "--name",
+            "b",
+            IMG,
+            "sh",
+            "-c",
+            "echo from-b > /tmp/index.html; exec httpd -f -p 8080 -h /tmp",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let b = o.stdout.trim().to_string();
+    let port = h.ok(&["port", "b"]);
+    let hp = port.trim().rsplit(':').next().expect("port").to_string();
+    assert!(
+        wait_for(10, || curl(&format!("http://127.0.0.1:{hp}/index.html"))
+            == "from-b\n"),
+        "{port}"
+    );
+    // Shared IPC too: a's /dev/shm... (not tmpfs-shared), so check the ns.
+    let ns = |c: &str| hako(&h, &["exec", c, "readlink", "/proc/self/ns/ipc"]).stdout;
+    assert_eq!(ns("a"), ns("b"));
+    let list: serde_json::Value =
+        serde_json::from_str(&h.ok(&["pod", "ps", "--format", "json"])).expect("json");
+    assert_eq!(list[0]["Name"], "pod1");
+    assert_eq!(list[0]["State"], "Running");
+    assert_eq!(list[0]["Members"], 2);
+    // Members cannot be given their own network or ports.
+    let o = hako(
+        &h,
+        &["run", "--rm", "--pod", "pod1", "-p", "9999", IMG, "true"],
+    );
+    assert_eq!(o.code, 125);
+    // rm without -f refuses running members; stop then rm works.
+    let o = hako(&h, &["pod", "rm", "pod1"]);
+    assert_eq!(o.code, 125, "{}", o.stdout);
+    h.ok(&["pod", "stop", "-t", "1", "pod1"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&h.ok(&["pod", "ps", "--format", "json"])).expect("json");
+    assert_eq!(list[0]["State"], "Exited");
+    h.ok(&["pod", "start", "pod1"]);
+    assert!(wait_for(10, || curl(&format!(
+        "http://127.0.0.1:{hp}/index.html"
+    )) == "from-b\n"));
+    h.ok(&["pod", "rm", "-f", "pod1"]);
+    assert_eq!(h.ok(&["pod", "ps", "-q"]), "");
+    let infra = list[0]["InfraContainerID"]
+        .as_str()
+        .expect("infra")
+        .to_string();
+    assert_clean(&h, &[a, b, infra, pod]);
+}
+
+#[test]
+fn init_reaps_zombies_and_forwards_stop_signals() {
+    let h = hako_with_busybox();
+    let o = hako(&h, &["run", "--rm", "--init", "--network", "none", IMG, "sh", "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; (sleep 0.2 &); sleep 0.6; ps -o stat | grep -c '^Z' || true"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(lines[0].starts_with("/run/hako-init -- sh"), "{}", o.stdout);
+    assert_eq!(lines[1], "0", "zombies left: {}", o.stdout);
+    // sleep as process 1 ignores SIGTERM; under hako-init it gets it.
+    let id = h
+        .ok(&[
+            "run",
+            "-d",
+            "--init",
+            "--network",
+            "none",
+            IMG,
+            "sleep",
+            "100",
+        ])
+        .trim()
+        .to_string();
+    let t = Instant::now();
+    h.ok(&["stop", "-t", "20", &id]);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(inspect(&h, &id)["State"]["ExitCode"], 143);
+    h.ok(&["rm", &id]);
+    assert_clean(&h, &[id]);
 }
