@@ -291,6 +291,7 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
     let run_dir = engine.run_dir(&rec.id);
     // Attached before start: nothing the container writes is missed.
     let attach = hako_monitor::Attach::connect(&run_dir)?;
+    engine.mark_attached(&rec)?;
     if let Err(e) = engine.start(&rec) {
         report(&e);
         let _ = engine.remove(&rec, true);
@@ -303,9 +304,12 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
     let code = forward_signals_while(&engine, &rec, || {
         hako_monitor::attach_stdio_with(attach, &run_dir, how)
     })?;
+    // Ours to clean up (the monitor's exit command sees us alive and
+    // leaves it; had we been killed, it would have done it).
     if a.rm {
-        // The monitor's exit command removes it too; whoever comes first.
         engine.remove(&rec, true)?;
+    } else {
+        engine.cleanup(&rec.id)?;
     }
     Ok(code)
 }
@@ -727,6 +731,9 @@ pub fn container_cmd(root: &Path, runroot: &Path, c: ContainerCommand) -> Result
             Ok(0)
         }
         ContainerCommand::Cleanup { container } => {
+            if Engine::attached_cli_alive(runroot, &container) {
+                return Ok(0);
+            }
             engine(root, runroot)?.cleanup(&container)?;
             Ok(0)
         }
@@ -1182,4 +1189,168 @@ pub fn port(root: &Path, runroot: &Path, name: &str) -> Result<i32, Error> {
         );
     }
     Ok(0)
+}
+
+/// `hako attach`: the container's live output (and stdin, if it has one)
+/// until it exits; signals go to it, as docker's --sig-proxy.
+pub fn attach(root: &Path, runroot: &Path, no_stdin: bool, name: &str) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let rec = engine.find(name)?;
+    let st = engine.status(&rec);
+    if !st.is_running() {
+        return Err(EngineError::State {
+            name: rec.name.clone(),
+            state: st.word().into(),
+            hint: "only a running container can be attached to",
+        }
+        .into());
+    }
+    let run_dir = engine.run_dir(&rec.id);
+    let a = hako_monitor::Attach::connect(&run_dir)?;
+    let how = hako_monitor::AttachStdio {
+        stdin: rec.options.interactive && !no_stdin,
+        tty: rec.options.tty,
+    };
+    forward_signals_while(&engine, &rec, || {
+        hako_monitor::attach_stdio_with(a, &run_dir, how)
+    })
+}
+
+/// `hako top`: the container's processes, through the runtime's `ps`.
+pub fn top(root: &Path, runroot: &Path, name: &str, ps_args: &[String]) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let rec = engine.find(name)?;
+    let st = engine.status(&rec);
+    if !st.is_running() {
+        return Err(EngineError::State {
+            name: rec.name.clone(),
+            state: st.word().into(),
+            hint: "top needs a running container",
+        }
+        .into());
+    }
+    let mut c = engine.oci_runtime(&rec).command(&["ps", &rec.id]);
+    if !ps_args.is_empty() {
+        c.arg("--").args(ps_args);
+    }
+    let status = c.status().map_err(|e| format!("running {}: {e}", rec.runtime.display()))?;
+    Ok(status.code().unwrap_or(EXIT_ENGINE))
+}
+
+/// One reading of a container's cgroup through `runtime events --stats`.
+struct Sample {
+    cpu_ns: u64,
+    mem: u64,
+    limit: u64,
+    pids: u64,
+    at: std::time::Instant,
+}
+
+fn sample(engine: &Engine, rec: &ContainerRecord) -> Option<Sample> {
+    let out = engine
+        .oci_runtime(rec)
+        .command(&["events", "--stats", &rec.id])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let d = &v["data"];
+    let mem = &d["memory"];
+    let cache = mem["raw"]["total_inactive_file"]
+        .as_u64()
+        .or(mem["raw"]["inactive_file"].as_u64())
+        .unwrap_or(0);
+    let limit = mem["usage"]["limit"].as_u64().unwrap_or(0);
+    let host = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(u64::MAX);
+    Some(Sample {
+        cpu_ns: d["cpu"]["usage"]["total"].as_u64().unwrap_or(0),
+        mem: mem["usage"]["usage"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(cache),
+        limit: if limit == 0 || limit > host { host } else { limit },
+        pids: d["pids"]["current"].as_u64().unwrap_or(0),
+        at: std::time::Instant::now(),
+    })
+}
+
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2}{}", units[i])
+}
+
+/// `hako stats`: CPU, memory and pids of running containers (all of them
+/// without names), every second, or once with --no-stream.
+pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let pick = || -> Result<Vec<ContainerRecord>, Error> {
+        Ok(if names.is_empty() {
+            engine
+                .list()?
+                .into_iter()
+                .filter(|r| r.infra_for.is_none() && engine.status(r).is_running())
+                .collect()
+        } else {
+            names.iter().map(|n| engine.find(n)).collect::<Result<_, _>>()?
+        })
+    };
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut prev: std::collections::HashMap<String, Sample> = Default::default();
+    loop {
+        let recs = pick()?;
+        for r in &recs {
+            if let Some(s) = sample(&engine, r) {
+                prev.insert(r.id.clone(), s);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(if no_stream { 500 } else { 1000 }));
+        if !no_stream {
+            print!("\x1b[2J\x1b[H");
+        }
+        println!(
+            "{:<14}{:<24}{:>8}  {:<24}{:>8}  {:>5}",
+            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"
+        );
+        for r in &recs {
+            let Some(now) = sample(&engine, r) else {
+                continue;
+            };
+            let cpu = prev.get(&r.id).map_or(0.0, |p| {
+                let dt = now.at.duration_since(p.at).as_nanos() as f64;
+                if dt > 0.0 {
+                    (now.cpu_ns.saturating_sub(p.cpu_ns)) as f64 / dt * 100.0
+                } else {
+                    0.0
+                }
+            });
+            println!(
+                "{:<14}{:<24}{:>7.2}%  {:<24}{:>7.2}%  {:>5}",
+                &r.id[..12],
+                r.name,
+                cpu.min(100.0 * ncpu),
+                format!("{} / {}", human_bytes(now.mem), human_bytes(now.limit)),
+                now.mem as f64 / now.limit.max(1) as f64 * 100.0,
+                now.pids
+            );
+            prev.insert(r.id.clone(), now);
+        }
+        std::io::stdout().flush()?;
+        if no_stream {
+            return Ok(0);
+        }
+    }
 }

@@ -209,6 +209,25 @@ enum Command {
     },
     /// A container's published ports.
     Port { container: String },
+    /// Attach to a running container's output (and stdin).
+    Attach {
+        #[arg(long = "no-stdin")]
+        no_stdin: bool,
+        container: String,
+    },
+    /// A container's processes.
+    Top {
+        container: String,
+        /// ps(1) options (default -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// CPU, memory and pids of running containers.
+    Stats {
+        #[arg(long = "no-stream")]
+        no_stream: bool,
+        containers: Vec<String>,
+    },
     /// Named volumes.
     Volume {
         #[command(subcommand)]
@@ -297,6 +316,17 @@ fn main() -> ExitCode {
         Command::Pod { command } => containers::pod_cmd(&root, &runroot, command),
         Command::Network { command } => containers::network_cmd(&root, &runroot, command),
         Command::Port { container } => containers::port(&root, &runroot, &container),
+        Command::Attach {
+            no_stdin,
+            container,
+        } => containers::attach(&root, &runroot, no_stdin, &container),
+        Command::Top { container, ps_args } => {
+            containers::top(&root, &runroot, &container, &ps_args)
+        }
+        Command::Stats {
+            no_stream,
+            containers,
+        } => containers::stats(&root, &runroot, no_stream, &containers),
         Command::Inspect { names } => inspect_any(&root, &runroot, &names),
         Command::Container { command } => containers::container_cmd(&root, &runroot, command),
         Command::System {

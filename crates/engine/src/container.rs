@@ -1175,14 +1175,8 @@ impl Engine {
     /// Removes a container; a live one only with `force` (killed first).
     pub fn remove(&self, rec: &ContainerRecord, force: bool) -> Result<(), EngineError> {
         let _lock = self.lock(&rec.id)?;
-        // It may have gone while we waited for the lock (an exit command).
-        if self
-            .db
-            .find::<ContainerRecord>(&CONTAINERS, &rec.id)?
-            .is_none()
-        {
-            return Ok(());
-        }
+        // Gone while we waited for the lock (an exit command)? Then its
+        // directories are gone too, and removing again changes nothing.
         self.remove_locked(rec, force)
     }
 
@@ -1280,6 +1274,43 @@ impl Engine {
             }
         })?;
         Ok(())
+    }
+
+    /// Marks the container as attached by this process: until it exits,
+    /// the monitor's exit command leaves the cleanup to it (one cleanup,
+    /// not two racing for the lock).
+    pub fn mark_attached(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let pid = std::process::id() as i32;
+        let start = util::process_start_time(pid).unwrap_or(0);
+        let path = self.run_dir(&rec.id).join("attached");
+        util::write_atomic(&path, format!("{pid} {start}").as_bytes()).map_err(|source| {
+            EngineError::Io {
+                id: rec.id.clone(),
+                what: "writing",
+                path,
+                source,
+            }
+        })
+    }
+
+    /// Whether a live `hako` attached to container `id` will clean it up
+    /// (see [`Engine::mark_attached`]); read without opening the engine.
+    pub fn attached_cli_alive(runroot: &Path, id: &str) -> bool {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        let path = runroot.join("containers").join(id).join("attached");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let mut it = text.split_whitespace();
+        match (
+            it.next().and_then(|p| p.parse::<i32>().ok()),
+            it.next().and_then(|s| s.parse::<u64>().ok()),
+        ) {
+            (Some(pid), Some(start)) => util::process_alive(pid, start),
+            _ => false,
+        }
     }
 
     /// Removes every container that is not live; their names.

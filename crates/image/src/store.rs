@@ -167,8 +167,11 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
-        // Create the database now, so a bad root fails here.
-        store.db()?;
+        // Create the database now, so a bad root fails here (an existing
+        // one is opened when used: `hako run` reads it once).
+        if !root.join("hako.db").exists() {
+            store.db()?;
+        }
         Ok(store)
     }
 
