@@ -252,6 +252,13 @@ fn detached_containers_logs_exec_stop_kill_and_rm() {
     assert_eq!(o.code, 4, "{}", o.stderr);
     assert_eq!(o.stdout, "1 1234 /srv\n");
 
+    // top and stats see its processes and cgroup.
+    let top = hako(&h, &["top", "web"]);
+    assert!(top.stdout.contains("PID") && top.stdout.contains("sleep"), "{}{}", top.stdout, top.stderr);
+    let stats = hako(&h, &["stats", "--no-stream", "web"]);
+    assert_eq!(stats.code, 0, "{}", stats.stderr);
+    let row = stats.stdout.lines().find(|l| l.contains("web")).unwrap_or_default().to_string();
+    assert!(row.contains("MiB") || row.contains("KiB"), "{}", stats.stdout);
     // A second name is refused while the first is in use.
     let o = hako(&h, &["run", "-d", "--name", "web", IMG, "true"]);
     assert_eq!(o.code, 125);
