@@ -1233,7 +1233,9 @@ pub fn top(root: &Path, runroot: &Path, name: &str, ps_args: &[String]) -> Resul
     if !ps_args.is_empty() {
         c.arg("--").args(ps_args);
     }
-    let status = c.status().map_err(|e| format!("running {}: {e}", rec.runtime.display()))?;
+    let status = c
+        .status()
+        .map_err(|e| format!("running {}: {e}", rec.runtime.display()))?;
     Ok(status.code().unwrap_or(EXIT_ENGINE))
 }
 
@@ -1276,7 +1278,11 @@ fn sample(engine: &Engine, rec: &ContainerRecord) -> Option<Sample> {
             .as_u64()
             .unwrap_or(0)
             .saturating_sub(cache),
-        limit: if limit == 0 || limit > host { host } else { limit },
+        limit: if limit == 0 || limit > host {
+            host
+        } else {
+            limit
+        },
         pids: d["pids"]["current"].as_u64().unwrap_or(0),
         at: std::time::Instant::now(),
     })
@@ -1305,7 +1311,10 @@ pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> 
                 .filter(|r| r.infra_for.is_none() && engine.status(r).is_running())
                 .collect()
         } else {
-            names.iter().map(|n| engine.find(n)).collect::<Result<_, _>>()?
+            names
+                .iter()
+                .map(|n| engine.find(n))
+                .collect::<Result<_, _>>()?
         })
     };
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -1317,7 +1326,11 @@ pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> 
                 prev.insert(r.id.clone(), s);
             }
         }
-        std::thread::sleep(std::time::Duration::from_millis(if no_stream { 500 } else { 1000 }));
+        std::thread::sleep(std::time::Duration::from_millis(if no_stream {
+            500
+        } else {
+            1000
+        }));
         if !no_stream {
             print!("\x1b[2J\x1b[H");
         }
@@ -1353,4 +1366,35 @@ pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> 
             return Ok(0);
         }
     }
+}
+
+/// `hako cp CONTAINER:SRC DEST` or `hako cp SRC CONTAINER:DEST`.
+pub fn cp(root: &Path, runroot: &Path, src: &str, dest: &str) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let split = |s: &str| -> Option<(String, String)> {
+        if s.starts_with('/') || s.starts_with('.') {
+            return None;
+        }
+        let (c, p) = s.split_once(':')?;
+        Some((c.to_string(), p.to_string()))
+    };
+    let (rec, how) = match (split(src), split(dest)) {
+        (Some((c, p)), None) => (
+            engine.find(&c)?,
+            hako_engine::copy::Copy::Out {
+                src: p,
+                dest: PathBuf::from(dest),
+            },
+        ),
+        (None, Some((c, p))) => (
+            engine.find(&c)?,
+            hako_engine::copy::Copy::In {
+                src: PathBuf::from(src),
+                dest: p,
+            },
+        ),
+        _ => return Err("cp: exactly one of SRC and DEST is CONTAINER:PATH".into()),
+    };
+    engine.copy(&rec, &how)?;
+    Ok(0)
 }

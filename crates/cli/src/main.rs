@@ -215,6 +215,8 @@ enum Command {
         no_stdin: bool,
         container: String,
     },
+    /// Copy files between a container and the host.
+    Cp { src: String, dest: String },
     /// A container's processes.
     Top {
         container: String,
@@ -320,6 +322,7 @@ fn main() -> ExitCode {
             no_stdin,
             container,
         } => containers::attach(&root, &runroot, no_stdin, &container),
+        Command::Cp { src, dest } => containers::cp(&root, &runroot, &src, &dest),
         Command::Top { container, ps_args } => {
             containers::top(&root, &runroot, &container, &ps_args)
         }

@@ -1276,6 +1276,30 @@ impl Engine {
         Ok(())
     }
 
+    /// The rootfs of a container that is not running, mounted for `cp`.
+    pub(crate) fn mount_for_copy(
+        &self,
+        rec: &ContainerRecord,
+        fs: &Path,
+    ) -> Result<PathBuf, EngineError> {
+        let chain = self.chain(rec)?;
+        let p = self
+            .snapshotter(rec)?
+            .remount_rootfs(&chain, fs)
+            .map_err(|source| EngineError::Snapshot {
+                id: rec.id.clone(),
+                source,
+            })?;
+        Ok(p.rootfs)
+    }
+
+    /// Undoes [`Engine::mount_for_copy`] (the next start mounts again).
+    pub(crate) fn unmount_after_copy(&self, rec: &ContainerRecord, fs: &Path) {
+        if !self.status(rec).is_live() {
+            let _ = Snapshotter::unmount_rootfs(fs);
+        }
+    }
+
     /// Marks the container as attached by this process: until it exits,
     /// the monitor's exit command leaves the cleanup to it (one cleanup,
     /// not two racing for the lock).

@@ -24,6 +24,7 @@
 //! any moment leaves state that `ps` reports truthfully and `rm` cleans.
 
 pub mod container;
+pub mod copy;
 mod db;
 pub mod etc_files;
 pub mod net;

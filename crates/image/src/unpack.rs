@@ -48,6 +48,9 @@ pub enum WhiteoutMode {
     /// Turn them into overlayfs whiteouts (a 0:0 character device, the
     /// `trusted.overlay.opaque` xattr): for one overlay lower layer.
     Overlay,
+    /// No whiteouts: `.wh.` names are ordinary files (`hako cp`, where the
+    /// tar is a copy of files, not a layer).
+    None,
 }
 
 #[derive(Debug, Clone)]
@@ -532,7 +535,8 @@ impl Unpacker {
         let name_bytes = name.as_bytes();
 
         // Whiteouts.
-        if name_bytes == OPAQUE.as_bytes() {
+        let whiteouts = self.opts.whiteouts != WhiteoutMode::None;
+        if whiteouts && name_bytes == OPAQUE.as_bytes() {
             let dir = self.parent_fd(&parent, &shown)?;
             return match self.opts.whiteouts {
                 WhiteoutMode::Apply => {
@@ -543,9 +547,13 @@ impl Unpacker {
                 }
                 WhiteoutMode::Overlay => set_xattr_fd(dir, "trusted.overlay.opaque", b"y")
                     .map_err(io_err(&shown, "setting trusted.overlay.opaque")),
+                WhiteoutMode::None => Ok(()),
             };
         }
-        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        if let Some(hidden) = name_bytes
+            .strip_prefix(WHITEOUT_PREFIX.as_bytes())
+            .filter(|_| whiteouts)
+        {
             if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
                 return Err(refused(
                     &shown,
@@ -566,6 +574,7 @@ impl Unpacker {
                     check(unsafe { libc::mknodat(dir, target.as_ptr(), libc::S_IFCHR, 0) })
                         .map_err(io_err(&shown, "creating the overlay whiteout"))
                 }
+                WhiteoutMode::None => Ok(()),
             };
         }
 

@@ -254,11 +254,25 @@ fn detached_containers_logs_exec_stop_kill_and_rm() {
 
     // top and stats see its processes and cgroup.
     let top = hako(&h, &["top", "web"]);
-    assert!(top.stdout.contains("PID") && top.stdout.contains("sleep"), "{}{}", top.stdout, top.stderr);
+    assert!(
+        top.stdout.contains("PID") && top.stdout.contains("sleep"),
+        "{}{}",
+        top.stdout,
+        top.stderr
+    );
     let stats = hako(&h, &["stats", "--no-stream", "web"]);
     assert_eq!(stats.code, 0, "{}", stats.stderr);
-    let row = stats.stdout.lines().find(|l| l.contains("web")).unwrap_or_default().to_string();
-    assert!(row.contains("MiB") || row.contains("KiB"), "{}", stats.stdout);
+    let row = stats
+        .stdout
+        .lines()
+        .find(|l| l.contains("web"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        row.contains("MiB") || row.contains("KiB"),
+        "{}",
+        stats.stdout
+    );
     // A second name is refused while the first is in use.
     let o = hako(&h, &["run", "-d", "--name", "web", IMG, "true"]);
     assert_eq!(o.code, 125);
@@ -812,5 +826,88 @@ fn init_reaps_zombies_and_forwards_stop_signals() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert_eq!(inspect(&h, &id)["State"]["ExitCode"], 143);
     h.ok(&["rm", &id]);
+    assert_clean(&h, &[id]);
+}
+
+#[test]
+fn cp_copies_both_ways_and_stays_inside_the_container() {
+    let h = hako_with_busybox();
+    let id = h
+        .ok(&["run", "-d", "--network", "none", "-v", "cpvol:/vol", IMG, "sh", "-c",
+              "echo in-vol > /vol/v; mkdir -p /d/sub; echo deep > /d/sub/f; ln -s / /escape; sleep 100"])
+        .trim()
+        .to_string();
+    assert!(wait_for(5, || hako(
+        &h,
+        &["exec", &id, "test", "-L", "/escape"]
+    )
+    .code
+        == 0));
+    let out = TempDir::new("cp");
+    // Out: a directory (a volume's: the container's view), a file renamed.
+    h.ok(&["cp", &format!("{id}:/d"), &out.path.to_string_lossy()]);
+    assert_eq!(
+        std::fs::read_to_string(out.path.join("d/sub/f")).expect("f"),
+        "deep\n"
+    );
+    h.ok(&[
+        "cp",
+        &format!("{id}:/vol/v"),
+        &out.path.join("renamed").to_string_lossy(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.path.join("renamed")).expect("v"),
+        "in-vol\n"
+    );
+    // In: into a directory, and through the container's symlink to "/",
+    // which is the container's root, never the host's.
+    let host_file = out.path.join("hostfile");
+    std::fs::write(&host_file, "from-host\n").expect("write");
+    h.ok(&["cp", &host_file.to_string_lossy(), &format!("{id}:/tmp/")]);
+    assert_eq!(
+        hako(&h, &["exec", &id, "cat", "/tmp/hostfile"]).stdout,
+        "from-host\n"
+    );
+    let marker = format!("hako-cp-escape-{}", std::process::id());
+    h.ok(&[
+        "cp",
+        &host_file.to_string_lossy(),
+        &format!("{id}:/escape/tmp/{marker}"),
+    ]);
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "cp wrote through to the host"
+    );
+    assert_eq!(
+        hako(&h, &["exec", &id, "cat", &format!("/tmp/{marker}")]).stdout,
+        "from-host\n"
+    );
+    // Stopped: the same, in its rootfs.
+    h.ok(&["stop", "-t", "0", &id]);
+    h.ok(&[
+        "cp",
+        &host_file.to_string_lossy(),
+        &format!("{id}:/escape/etc/{marker}"),
+    ]);
+    assert!(
+        !Path::new("/etc").join(&marker).exists(),
+        "cp wrote through to the host"
+    );
+    h.ok(&[
+        "cp",
+        &format!("{id}:/escape/etc/{marker}"),
+        &out.path.join("back").to_string_lossy(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.path.join("back")).expect("back"),
+        "from-host\n"
+    );
+    let o = hako(
+        &h,
+        &["cp", &format!("{id}:/no/such"), &out.path.to_string_lossy()],
+    );
+    assert_eq!(o.code, 125);
+    h.ok(&["rm", &id]);
+    h.ok(&["volume", "rm", "cpvol"]);
     assert_clean(&h, &[id]);
 }
