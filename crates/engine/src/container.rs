@@ -1337,11 +1337,24 @@ impl Engine {
         }
     }
 
-    /// Removes every container that is not live; their names.
+    /// Removes every container that is not running, created ones too, as
+    /// docker (pods none of whose containers runs go with theirs); their
+    /// IDs.
     pub fn prune(&self) -> Result<Vec<String>, EngineError> {
         let mut gone = Vec::new();
+        for pod in self.pods()? {
+            let all = self.pod_containers(&pod)?;
+            if all.iter().all(|c| !self.status(c).is_running()) {
+                gone.extend(
+                    all.iter()
+                        .filter(|c| c.infra_for.is_none())
+                        .map(|c| c.id.clone()),
+                );
+                self.remove_pod(&pod, false)?;
+            }
+        }
         for rec in self.list()? {
-            if self.status(&rec).is_live() {
+            if self.status(&rec).is_running() || rec.infra_for.is_some() {
                 continue;
             }
             self.remove(&rec, false)?;

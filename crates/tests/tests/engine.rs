@@ -791,11 +791,18 @@ fn two_containers_of_a_pod_talk_over_localhost() {
     )) == "from-b\n"));
     h.ok(&["pod", "rm", "-f", "pod1"]);
     assert_eq!(h.ok(&["pod", "ps", "-q"]), "");
+    // A pod that never ran goes with `system prune`, its infra too.
+    let pod2 = h
+        .ok(&["pod", "create", "--name", "pod2", "--network", "none"])
+        .trim()
+        .to_string();
+    h.ok(&["system", "prune"]);
+    assert_eq!(h.ok(&["pod", "ps", "-q"]), "");
     let infra = list[0]["InfraContainerID"]
         .as_str()
         .expect("infra")
         .to_string();
-    assert_clean(&h, &[a, b, infra, pod]);
+    assert_clean(&h, &[a, b, infra, pod, pod2]);
 }
 
 #[test]
