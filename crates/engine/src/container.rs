@@ -623,16 +623,7 @@ impl Engine {
         plan: &Plan,
     ) -> Result<(), EngineError> {
         let id = rec.id.clone();
-        let io = |what: &'static str, path: &Path| {
-            let id = id.clone();
-            let path = path.to_path_buf();
-            move |source| EngineError::Io {
-                id,
-                what,
-                path,
-                source,
-            }
-        };
+        let io = |what: &'static str, path: &Path| io_err(&id, what, path);
         let dir = self.container_dir(&id);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -761,16 +752,7 @@ impl Engine {
     fn spawn_monitor(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
         let id = &rec.id;
         let run = self.run_dir(id);
-        let io = |what: &'static str, path: &Path| {
-            let id = id.clone();
-            let path = path.to_path_buf();
-            move |source| EngineError::Io {
-                id,
-                what,
-                path,
-                source,
-            }
-        };
+        let io = |what: &'static str, path: &Path| io_err(&id, what, path);
         let rt = self.oci_runtime(rec);
         // What an earlier run left (a restart, a reboot, a killed hako).
         if run.exists() {
@@ -1015,16 +997,7 @@ impl Engine {
         }
         let bundle = self.container_dir(&rec.id).join("bundle");
         let cfg_path = bundle.join("config.json");
-        let io = |what: &'static str, path: &Path| {
-            let id = rec.id.clone();
-            let path = path.to_path_buf();
-            move |source| EngineError::Io {
-                id,
-                what,
-                path,
-                source,
-            }
-        };
+        let io = |what: &'static str, path: &Path| io_err(&rec.id, what, path);
         let cfg: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&cfg_path).map_err(io("reading", &cfg_path))?)
                 .map_err(|e| EngineError::Other {
@@ -1422,6 +1395,18 @@ struct Plan {
     /// Namespaces of the pod's infra joined by path.
     join: Vec<(&'static str, PathBuf)>,
     pod: Option<String>,
+}
+
+/// An I/O error of container `id`: `what` was being done to `path`.
+fn io_err(id: &str, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> EngineError {
+    let id = id.to_string();
+    let path = path.to_path_buf();
+    move |source| EngineError::Io {
+        id,
+        what,
+        path,
+        source,
+    }
 }
 
 /// The monitor's pid, if it is alive (its pid file names a live
