@@ -752,7 +752,7 @@ impl Engine {
     fn spawn_monitor(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
         let id = &rec.id;
         let run = self.run_dir(id);
-        let io = |what: &'static str, path: &Path| io_err(&id, what, path);
+        let io = |what: &'static str, path: &Path| io_err(id, what, path);
         let rt = self.oci_runtime(rec);
         // What an earlier run left (a restart, a reboot, a killed hako).
         if run.exists() {
