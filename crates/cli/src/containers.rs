@@ -353,9 +353,12 @@ fn forward_signals_while<T>(
     let out = f();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // Wake the waiter with one of its signals, sent to this thread group;
-    // it sees `stop` and ends.
-    // SAFETY: sending a signal we block to our own process.
-    unsafe { libc::kill(std::process::id() as i32, libc::SIGUSR2) };
+    // it sees `stop` and ends. (A waiter already gone would leave the
+    // signal pending for us to die of once unblocked: then none is sent.)
+    if !waiter.is_finished() {
+        // SAFETY: sending a signal we block to our own process.
+        unsafe { libc::kill(std::process::id() as i32, libc::SIGUSR2) };
+    }
     let _ = waiter.join();
     drop(r);
     let _ = old.thread_set_mask();

@@ -731,14 +731,7 @@ impl Engine {
             cgroups_path: format!("/hako/{id}"),
         };
         let spec = spec::runtime_spec(&rec.options, &ctx)?;
-        rec.args = spec["process"]["args"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        rec.args = spec::strings(&spec["process"]["args"]);
         let bundle = dir.join("bundle");
         std::fs::create_dir(&bundle).map_err(io("creating", &bundle))?;
         hako_image::bundle::write_config(&bundle, &spec).map_err(|e| EngineError::Other {
@@ -810,16 +803,7 @@ impl Engine {
     fn rejoin_pod(&self, rec: &ContainerRecord, pod: &str) -> Result<(), EngineError> {
         let ctx = self.pod_for_member(pod)?;
         let path = self.container_dir(&rec.id).join("bundle/config.json");
-        let io = |what: &'static str| {
-            let id = rec.id.clone();
-            let path = path.clone();
-            move |source| EngineError::Io {
-                id,
-                what,
-                path,
-                source,
-            }
-        };
+        let io = |what: &'static str| io_err(&rec.id, what, &path);
         let mut cfg: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).map_err(io("reading"))?).map_err(|e| {
                 EngineError::Other {
@@ -1007,14 +991,7 @@ impl Engine {
         let mut p = cfg["process"].clone();
         p["args"] = serde_json::json!(x.args);
         p["terminal"] = serde_json::json!(x.tty);
-        let mut env: Vec<String> = p["env"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut env: Vec<String> = spec::strings(&p["env"]);
         for e in &x.env {
             let key = e.split('=').next().unwrap_or("");
             env.retain(|v| v.split('=').next() != Some(key));

@@ -55,11 +55,64 @@ pub fn assign_ports(store: &NetworkStore, ports: &mut [PortMapping]) -> Result<(
     if ports.is_empty() {
         return Ok(());
     }
-    let taken: Vec<PortMapping> = store
+    let mut taken: Vec<PortMapping> = store
         .attachments(None)
         .map(|a| a.into_iter().flat_map(|r| r.ports).collect())
         .unwrap_or_default();
+    // Other stores on this host publish through the same DNAT rules and
+    // nothing binds their ports: what the portmap plugin's chains hold is
+    // taken too.
+    taken.extend(dnat_ports());
+    for p in ports.iter().filter(|p| p.host_port != 0) {
+        if taken.iter().any(|t| hako_network::ports::conflicts(p, t)) {
+            return Err(bad(
+                "-p",
+                &p.to_string(),
+                format!(
+                    "host port {}/{} is already published",
+                    p.host_port, p.protocol
+                ),
+            ));
+        }
+    }
     hako_network::ports::assign_host_ports(ports, &taken).map_err(|e| bad("-p", "", e.to_string()))
+}
+
+/// Host ports the CNI portmap plugin's DNAT chains (`CNI-DN-*`) forward,
+/// whoever made them; none when iptables cannot be read.
+fn dnat_ports() -> Vec<PortMapping> {
+    let Ok(out) = std::process::Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut ports = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("-A CNI-DN-")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .and_then(|i| words.get(i + 1))
+        };
+        let protocol = match after("-p").copied() {
+            Some("udp") => hako_network::Protocol::Udp,
+            Some("sctp") => hako_network::Protocol::Sctp,
+            _ => hako_network::Protocol::Tcp,
+        };
+        if let Some(port) = after("--dport").and_then(|p| p.parse::<u16>().ok()) {
+            ports.push(PortMapping {
+                host_ip: None,
+                host_port: port,
+                container_port: 0,
+                protocol,
+            });
+        }
+    }
+    ports
 }
 
 /// Makes the netns at `path` (unless it exists) and attaches it to

@@ -165,6 +165,17 @@ pub fn runtime_spec(opts: &CreateOptions, ctx: &SpecContext<'_>) -> Result<Value
     Ok(spec)
 }
 
+/// The strings of a JSON array (none for anything else).
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn push_mount(spec: &mut Value, m: Value) {
     let dest = m["destination"].clone();
     if let Some(list) = spec["mounts"].as_array_mut() {
@@ -273,14 +284,7 @@ fn security(spec: &mut Value, opts: &CreateOptions) -> Result<(), SpecError> {
             }
         }
     }
-    let mut caps: Vec<String> = spec["process"]["capabilities"]["bounding"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut caps: Vec<String> = strings(&spec["process"]["capabilities"]["bounding"]);
     let all = hako_runtime::defaults::known_capabilities();
     if opts.privileged {
         caps = all.clone();

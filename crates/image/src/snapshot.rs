@@ -123,6 +123,27 @@ impl SnapshotKind {
     }
 }
 
+/// An unpack's result as a snapshot's: its content must have `expected`
+/// as diff ID.
+fn checked(
+    layer: &Digest,
+    expected: &Digest,
+    unpacked: Result<LayerStats, UnpackError>,
+) -> Result<LayerStats, SnapshotError> {
+    match unpacked {
+        Ok(stats) if &stats.diff_id == expected => Ok(stats),
+        Ok(stats) => Err(SnapshotError::DiffId {
+            layer: layer.clone(),
+            expected: expected.clone(),
+            got: stats.diff_id,
+        }),
+        Err(source) => Err(SnapshotError::Unpack {
+            layer: layer.clone(),
+            source,
+        }),
+    }
+}
+
 /// Whether overlay mounts work under `root` (an existing directory): the
 /// kernel knows overlay, and a test mount in a temporary directory there
 /// succeeds (overlay on some filesystems, overlay itself among them on
@@ -292,18 +313,11 @@ impl Snapshotter {
             })?;
             let parent = i.checked_sub(1).map(|p| &chains[p]);
             self.make_layer(chain, parent, |dir| {
-                match crate::unpack::apply_layer_file(dir, file, &opts) {
-                    Ok(stats) if &stats.diff_id == diff_id => Ok(stats),
-                    Ok(stats) => Err(SnapshotError::DiffId {
-                        layer: blob.clone(),
-                        expected: diff_id.clone(),
-                        got: stats.diff_id,
-                    }),
-                    Err(source) => Err(SnapshotError::Unpack {
-                        layer: blob.clone(),
-                        source,
-                    }),
-                }
+                checked(
+                    blob,
+                    diff_id,
+                    crate::unpack::apply_layer_file(dir, file, &opts),
+                )
             })?;
         }
         Ok(())
@@ -349,17 +363,8 @@ impl Snapshotter {
         expected_diff_id: &Digest,
         unpack: impl FnOnce(&Path) -> Result<LayerStats, UnpackError>,
     ) -> Result<(), SnapshotError> {
-        self.make_layer(chain_id, None, |dir| match unpack(dir) {
-            Ok(stats) if &stats.diff_id == expected_diff_id => Ok(stats),
-            Ok(stats) => Err(SnapshotError::DiffId {
-                layer: layer.clone(),
-                expected: expected_diff_id.clone(),
-                got: stats.diff_id,
-            }),
-            Err(source) => Err(SnapshotError::Unpack {
-                layer: layer.clone(),
-                source,
-            }),
+        self.make_layer(chain_id, None, |dir| {
+            checked(layer, expected_diff_id, unpack(dir))
         })
         .map(|_| ())
     }

@@ -535,15 +535,15 @@ fn a_killed_hako_leaves_state_that_ps_shows_and_prune_cleans() {
     let mut c = h
         .cmd(&["run", IMG, "sh", "-c", "echo up; sleep 100"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let mut up = [0u8; 3];
-    c.stdout
-        .take()
-        .expect("stdout")
-        .read_exact(&mut up)
-        .expect("up");
+    if let Err(e) = c.stdout.take().expect("stdout").read_exact(&mut up) {
+        let mut err = String::new();
+        let _ = c.stderr.take().expect("stderr").read_to_string(&mut err);
+        panic!("run after the kills: {e}: {err}");
+    }
     let _ = c.kill();
     let _ = c.wait();
     // Whatever got made is listed, each with a status it really has.
@@ -690,6 +690,22 @@ fn published_ports_are_answered_over_curl() {
         ],
     );
     assert_eq!(o.code, 125, "{}", o.stdout);
+    // So is one another store on this host published (its DNAT rules
+    // are the same host's).
+    let other = hako_with_busybox();
+    let o = hako(
+        &other,
+        &[
+            "run",
+            "--rm",
+            "-p",
+            &format!("{}:80", host_ports[0]),
+            IMG,
+            "true",
+        ],
+    );
+    assert_eq!(o.code, 125, "{}", o.stdout);
+    assert!(o.stderr.contains("already published"), "{}", o.stderr);
     // Stopped, the port no longer answers; removed, nothing is left.
     h.ok(&["stop", "-t", "1", "web"]);
     assert_eq!(
