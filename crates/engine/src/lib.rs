@@ -5,7 +5,8 @@
 //! state below and drives the OCI runtime through its command line.
 //!
 //! ```text
-//! <root>/engine.db                 redb: containers, names, volumes, pods
+//! <root>/engine.db                 SQLite (hako-records): containers, names,
+//!                                   volumes, pods (and its -wal, -shm)
 //! <root>/containers/<id>/          the container's own files:
 //!     bundle/config.json           its runtime config
 //!     fs/{upper,work,merged}       its rootfs (overlay) or fs/rootfs (flat)

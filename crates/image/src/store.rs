@@ -7,8 +7,9 @@
 //! <root>/snapshots/…           unpacked layers (see crate::snapshot);
 //! <root>/snapshots-flat/…      flat ones, where overlayfs does not work
 //! <root>/snapshotter           which kind this store uses (probed once)
-//! <root>/hako.db               redb: images by ID, names → image ID
-//! <root>/hako.db.lock          flock held while the database is open
+//! <root>/hako.db               SQLite (hako-records): images by ID,
+//!                              names → image ID (and its -wal, -shm)
+//! <root>/hako.db.lock          flock held by the database's writers
 //! <root>/store.lock            shared by pulls, pushes and unpacks;
 //!                              exclusive for garbage collection
 //! <root>/ingest/locks/<alg>-<hex>  flock held while one blob downloads
@@ -18,10 +19,9 @@
 //! so a reader never sees half a blob or wrong content; two writers of one
 //! blob both end with the same file.
 //!
-//! Several hako processes share one root: redb lets one process open a
-//! database at a time, so every operation opens it under a blocking flock
-//! and closes it again (a pull holds it only to record the image, not
-//! while it downloads). A download takes the blob's lock, so a second
+//! Several hako processes share one root: every operation opens the
+//! database for one transaction (a pull writes it only to record the
+//! image, not while it downloads). A download takes the blob's lock, so a second
 //! process pulling the same blob waits and then finds it present instead
 //! of fetching it again. Garbage collection takes `store.lock`
 //! exclusively: it never deletes a blob a running pull has just fetched
@@ -31,15 +31,15 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use hako_records::{Database, RecordsError};
 use nix::fcntl::{Flock, FlockArg};
-use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Digester};
 use crate::snapshot::SnapshotKind;
 
-const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
-const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
+/// The records' kind (and their names').
+const IMAGE: &str = "image";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,8 +51,14 @@ pub enum StoreError {
     },
     #[error("blob {expected}: {problem}")]
     Verify { expected: Digest, problem: String },
-    #[error("image database {path}: {0}", path = .1.display())]
-    Db(String, PathBuf),
+    #[error("image {0}")]
+    Db(#[from] RecordsError),
+    #[error("image record {key} in {}: {source}", path.display())]
+    Decode {
+        key: String,
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("locking {}: {source}", path.display())]
     Lock { path: PathBuf, source: nix::Error },
     #[error("no image matches {0:?}")]
@@ -118,13 +124,7 @@ impl ImageRecord {
 
 pub struct Store {
     root: PathBuf,
-}
-
-/// The open database and the lock that makes this process its only user.
-/// Fields drop in order: the database closes before the lock is released.
-struct Db {
-    db: redb::Database,
-    _lock: Flock<File>,
+    db: Database,
 }
 
 /// `store.lock` held shared: garbage collection waits until it is dropped.
@@ -166,11 +166,12 @@ impl Store {
         }
         let store = Store {
             root: root.to_path_buf(),
+            db: Database::new(&root.join("hako.db")),
         };
         // Create the database now, so a bad root fails here (an existing
         // one is opened when used: `hako run` reads it once).
         if !root.join("hako.db").exists() {
-            store.db()?;
+            store.db.read(|_| Ok::<_, StoreError>(()))?;
         }
         Ok(store)
     }
@@ -209,14 +210,6 @@ impl Store {
             path: path.to_path_buf(),
             source: nix::errno::Errno::EWOULDBLOCK,
         })
-    }
-
-    /// Opens the database, waiting for other hako processes to close it.
-    fn db(&self) -> Result<Db, StoreError> {
-        let lock = self.must_lock(&self.root.join("hako.db.lock"), FlockArg::LockExclusive)?;
-        let path = self.root.join("hako.db");
-        let db = open_database(&path).map_err(|e| StoreError::Db(e, path.clone()))?;
-        Ok(Db { db, _lock: lock })
     }
 
     /// Holds off garbage collection until the returned lock is dropped.
@@ -327,24 +320,27 @@ impl Store {
         w.commit()
     }
 
-    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Db(e.to_string(), self.root.join("hako.db"))
+    fn encode(&self, rec: &ImageRecord) -> Vec<u8> {
+        // An ImageRecord has string keys and plain values only.
+        serde_json::to_vec(rec).unwrap_or_default()
+    }
+
+    fn decode(&self, key: &str, v: &[u8]) -> Result<ImageRecord, StoreError> {
+        serde_json::from_slice(v).map_err(|source| StoreError::Decode {
+            key: key.to_string(),
+            path: self.db.path().to_path_buf(),
+            source,
+        })
     }
 
     /// Adds or replaces an image record, and points each of its names at it
     /// (taking them from other images).
     pub fn put_image(&self, rec: &ImageRecord) -> Result<(), StoreError> {
-        let db = self.db()?;
-        let tx = db.db.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
-            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
-            let id = rec.id.to_string();
+        let id = rec.id.to_string();
+        self.db.write(|w| {
             // Merge names with an existing record of the same image.
-            let mut merged = match images.get(id.as_str()).map_err(|e| self.db_err(e))? {
-                Some(v) => serde_json::from_slice::<ImageRecord>(v.value())
-                    .map(|r| r.names)
-                    .unwrap_or_default(),
+            let mut merged = match w.get(IMAGE, &id)? {
+                Some(v) => self.decode(&id, &v).map(|r| r.names).unwrap_or_default(),
                 None => Vec::new(),
             };
             for n in &rec.names {
@@ -353,50 +349,31 @@ impl Store {
                 }
             }
             for n in &rec.names {
-                let previous = names
-                    .insert(n.as_str(), id.as_str())
-                    .map_err(|e| self.db_err(e))?
-                    .map(|v| v.value().to_string());
+                let previous = w.set_name(IMAGE, n, &id)?;
                 if let Some(prev) = previous.filter(|p| p != &id) {
                     // The name moves: drop it from the other image.
-                    let old = images
-                        .get(prev.as_str())
-                        .map_err(|e| self.db_err(e))?
-                        .and_then(|v| serde_json::from_slice::<ImageRecord>(v.value()).ok());
+                    let old = w
+                        .get(IMAGE, &prev)?
+                        .and_then(|v| self.decode(&prev, &v).ok());
                     if let Some(mut old) = old {
                         old.names.retain(|x| x != n);
-                        let json = serde_json::to_vec(&old).map_err(|e| self.db_err(e))?;
-                        images
-                            .insert(prev.as_str(), json.as_slice())
-                            .map_err(|e| self.db_err(e))?;
+                        w.put(IMAGE, &prev, &self.encode(&old))?;
                     }
                 }
             }
             let mut r = rec.clone();
             r.names = merged;
-            let json = serde_json::to_vec(&r).map_err(|e| self.db_err(e))?;
-            images
-                .insert(id.as_str(), json.as_slice())
-                .map_err(|e| self.db_err(e))?;
-        }
-        tx.commit().map_err(|e| self.db_err(e))
+            w.put(IMAGE, &id, &self.encode(&r))?;
+            Ok(())
+        })
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let db = self.db()?;
-        let tx = db.db.begin_read().map_err(|e| self.db_err(e))?;
-        let images = match tx.open_table(IMAGES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.db_err(e)),
-        };
-        let mut out = Vec::new();
-        for item in images.iter().map_err(|e| self.db_err(e))? {
-            let (_, v) = item.map_err(|e| self.db_err(e))?;
-            if let Ok(r) = serde_json::from_slice::<ImageRecord>(v.value()) {
-                out.push(r);
-            }
-        }
+        let rows = self.db.read(|r| r.all(IMAGE).map_err(StoreError::from))?;
+        let mut out: Vec<ImageRecord> = rows
+            .iter()
+            .filter_map(|(k, v)| self.decode(k, v).ok())
+            .collect();
         out.sort_by(|a, b| b.created.cmp(&a.created));
         Ok(out)
     }
@@ -445,38 +422,23 @@ impl Store {
 
     /// Removes an image record and its names.
     pub fn remove_image(&self, id: &Digest) -> Result<(), StoreError> {
-        let db = self.db()?;
-        let tx = db.db.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
-            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
-            let old = images
-                .remove(id.to_string().as_str())
-                .map_err(|e| self.db_err(e))?
-                .and_then(|v| serde_json::from_slice::<ImageRecord>(v.value()).ok());
-            for n in old.map(|r| r.names).unwrap_or_default() {
-                names.remove(n.as_str()).map_err(|e| self.db_err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.db_err(e))
+        let id = id.to_string();
+        self.db.write(|w| {
+            w.delete(IMAGE, &id)?;
+            w.remove_names_of(IMAGE, &id)?;
+            Ok(())
+        })
     }
 
     /// Removes a name from an image (keeping the image).
     pub fn untag(&self, rec: &ImageRecord, name: &str) -> Result<(), StoreError> {
         let mut r = rec.clone();
         r.names.retain(|n| n != name);
-        let db = self.db()?;
-        let tx = db.db.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let mut images = tx.open_table(IMAGES).map_err(|e| self.db_err(e))?;
-            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
-            names.remove(name).map_err(|e| self.db_err(e))?;
-            let json = serde_json::to_vec(&r).map_err(|e| self.db_err(e))?;
-            images
-                .insert(r.id.to_string().as_str(), json.as_slice())
-                .map_err(|e| self.db_err(e))?;
-        }
-        tx.commit().map_err(|e| self.db_err(e))
+        self.db.write(|w| {
+            w.remove_name(IMAGE, name)?;
+            w.put(IMAGE, &r.id.to_string(), &self.encode(&r))?;
+            Ok(())
+        })
     }
 
     /// Images, blobs and unpacked layers, and what pruning would free.
@@ -562,33 +524,6 @@ impl Store {
         }
         Ok((n, bytes))
     }
-}
-
-/// Opens the redb database at `path`, creating it if missing. A new one
-/// is made beside it and renamed into place, so a process killed while
-/// creating it leaves no half-written database (redb's commits are
-/// crash-safe; its first creation is not). The caller holds the
-/// database's flock.
-pub fn open_database(path: &Path) -> Result<redb::Database, String> {
-    if !path.exists() {
-        let tmp = path.with_extension(format!("new-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let made = redb::Database::create(&tmp).map_err(|e| e.to_string());
-        match made {
-            Ok(db) => {
-                drop(db);
-                if let Err(e) = std::fs::rename(&tmp, path) {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(format!("renaming {}: {e}", tmp.display()));
-                }
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        }
-    }
-    redb::Database::create(path).map_err(|e| e.to_string())
 }
 
 /// Seconds since the epoch → `YYYY-MM-DDTHH:MM:SSZ`, the form of
