@@ -35,7 +35,8 @@
 # Knobs (environment): N (rounds of (1), default 20), WARM (warm-up runs
 #   of each variant, default 3), R (containers for (2), default 5),
 #   M (hako containers for (3), default 200), PM (podman containers for
-#   (3), default 50; 0 skips), VARIANTS (default "hako podman-crun
+#   (3), default 50; 0 skips), PARTS (which of 1 2 3 to run, default
+#   "1 2 3"), VARIANTS (default "hako podman-crun
 #   podman-runc ctr-runc ctr-crun"), HUGETLB (move|keep), BIN (a directory
 #   with prebuilt hako, hako-monitor, hako-runtime, hako-init).
 set -euo pipefail
@@ -47,6 +48,8 @@ M=${M:-200}
 PM=${PM:-50}
 VARIANTS=${VARIANTS:-hako podman-crun podman-runc ctr-runc ctr-crun}
 HUGETLB=${HUGETLB:-move}
+PARTS=${PARTS:-1 2 3}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 # shellcheck source=bench/lib.sh
@@ -229,6 +232,7 @@ done
 "${C[@]}" images import "$work/busybox.oci.tar" >/dev/null
 
 # --- (1) run --rm /bin/true -------------------------------------------------------
+part1() {
 read -ra vs <<<"$VARIANTS"
 if [[ " ${vs[*]} " == *" podman-crun "* || " ${vs[*]} " == *" ctr-crun "* ]]; then
     if ! "${C[@]}" run --rm --runc-binary "$(command -v crun)" "$IMG" "probe$$" /bin/true >/dev/null 2>&1; then
@@ -268,7 +272,7 @@ echo "part (1): $N interleaved rounds of ${vs[*]}..." >&2
 interleave "$N" one "${vs[@]}"
 hugetlb_restore
 
-declare -A med p90
+declare -gA med p90
 for v in "${vs[@]}"; do read -r "med[$v]" "p90[$v]" < <(stats "$work/t-$v"); done
 echo
 echo "(1) /bin/true in busybox, end to end: median (p90) of $N interleaved rounds, ms"
@@ -278,6 +282,9 @@ for v in "${vs[@]}"; do
 done
 [[ -n ${med[hako]:-} && -n ${med[podman-crun]:-} ]] &&
     echo "    issue 6 target: hako <= 0.25x podman; measured $(ratio "${med[hako]}" "${med[podman-crun]}")x podman+crun"
+
+}
+part 1 && part1
 
 # --- helpers for (2) and (3) ---------------------------------------------------------
 kb() { awk -v f="$2:" '$1 == f { print $2 }' "$1"; } # kb FILE FIELD
@@ -307,6 +314,7 @@ avail() { kb /proc/meminfo MemAvailable; }
 settle() { sync; sleep 1; }
 
 # --- (2) one monitor's memory ------------------------------------------------------------
+part2() {
 echo "part (2): $R sleeping containers each..." >&2
 : >"$work/rss-h"; : >"$work/pss-h"; : >"$work/rss-c"; : >"$work/pss-c"
 hids=(); pids=()
@@ -331,6 +339,9 @@ echo
 echo "(2) the monitor of a running sleep, median of $R, kB"
 printf "    %-14s VmRSS %6s   PSS %6s\n" hako-monitor "$rh" "$sh" conmon "$rc" "$sc"
 echo "    hako-monitor/conmon: VmRSS $(ratio "$rh" "$rc"), PSS $(ratio "$sh" "$sc")"
+
+}
+part 2 && part2
 
 # --- (3) many detached containers -------------------------------------------------------------
 # many TOOL COUNT: starts COUNT sleeps, times ps and rm -f, measures memory.
@@ -396,21 +407,23 @@ check_hako_clean() { # IDS...: nothing of theirs may be left
     [[ -z $left ]] || problems+=("hako: ps -aq lists $(wc -l <<<"$left") containers")
     return 0
 }
-echo "part (3): $M hako containers, $PM podman containers..." >&2
-many hako "$M"
-((PM > 0)) && many podman "$PM"
-echo
-echo "(3) N detached 'sleep 1000' containers (podman with conmon + runc)"
-for t in hako podman; do
-    [[ -n ${r_start[$t]:-} ]] || continue
-    n=$M; [[ $t == podman ]] && n=$PM
-    echo "    $t, N=$n:"
-    echo "      start all, one after another:   ${r_start[$t]}"
-    echo "      ps with all running:             ${r_ps[$t]}"
-    echo "      rm -f of all (one command):      ${r_rm[$t]}"
-    echo "      per container: monitor VmRSS ${r_rss[$t]} kB, PSS ${r_pss[$t]} kB; MemAvailable drop ${r_avail[$t]} kB"
-    echo "      MemAvailable after rm - before start, per container: ${r_left[$t]} kB"
-done
+if part 3; then
+    echo "part (3): $M hako containers, $PM podman containers..." >&2
+    many hako "$M"
+    ((PM > 0)) && many podman "$PM"
+    echo
+    echo "(3) N detached 'sleep 1000' containers (podman with conmon + runc)"
+    for t in hako podman; do
+        [[ -n ${r_start[$t]:-} ]] || continue
+        n=$M; [[ $t == podman ]] && n=$PM
+        echo "    $t, N=$n:"
+        echo "      start all, one after another:   ${r_start[$t]}"
+        echo "      ps with all running:             ${r_ps[$t]}"
+        echo "      rm -f of all (one command):      ${r_rm[$t]}"
+        echo "      per container: monitor VmRSS ${r_rss[$t]} kB, PSS ${r_pss[$t]} kB; MemAvailable drop ${r_avail[$t]} kB"
+        echo "      MemAvailable after rm - before start, per container: ${r_left[$t]} kB"
+    done
+fi
 
 if ((${#problems[@]})); then
     echo >&2

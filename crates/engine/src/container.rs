@@ -782,6 +782,9 @@ impl Engine {
         m.stdin = rec.options.interactive;
         m.log_max_size = 10 << 20;
         m.exit_command = Some(exe);
+        // An attached `hako` (run, start -a) cleans up itself: no second
+        // process racing it for the lock.
+        m.exit_command_unless = Some(run.join("attached"));
         m.exit_args = vec![
             "--root".into(),
             self.root.clone().into(),

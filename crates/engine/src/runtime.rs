@@ -1,5 +1,12 @@
 //! The OCI runtime, driven through runc's command line: hako-runtime by
 //! default, runc or crun when asked (`--runtime PATH`).
+//!
+//! `start` and `delete` of the hako-runtime built with this hako (the one
+//! beside the `hako` executable) are called in this process through the
+//! runtime library instead: the same code on the same state directory,
+//! without an exec (~2-3 ms each, on the path of every `hako run`).
+//! `create` always runs as a command, from the monitor, which must be the
+//! container's parent.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,11 +32,40 @@ pub struct OciRuntime {
     pub path: PathBuf,
     /// Its state directory (`--root`), one per engine runroot.
     pub root: PathBuf,
+    /// `path` is the hako-runtime built with this hako: see the module doc.
+    linked: bool,
+}
+
+/// Whether `path` is the hako-runtime beside the running executable.
+fn is_linked_runtime(path: &Path) -> bool {
+    if path.file_name() != Some(std::ffi::OsStr::new("hako-runtime")) {
+        return false;
+    }
+    let (Ok(exe), Ok(rt)) = (std::env::current_exe(), std::fs::canonicalize(path)) else {
+        return false;
+    };
+    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+    exe.parent().is_some() && exe.parent() == rt.parent()
 }
 
 impl OciRuntime {
     pub fn new(path: PathBuf, root: PathBuf) -> OciRuntime {
-        OciRuntime { path, root }
+        let linked = is_linked_runtime(&path);
+        OciRuntime { path, root, linked }
+    }
+
+    /// The runtime library on our state directory, when `path` is ours.
+    fn linked(&self) -> Option<hako_runtime::Runtime> {
+        self.linked
+            .then(|| hako_runtime::Runtime::new(&self.root, false))
+    }
+
+    fn failed(&self, args: &[&str], e: hako_runtime::RuntimeError) -> RuntimeError {
+        RuntimeError::Failed {
+            runtime: self.path.clone(),
+            args: args.join(" "),
+            message: e.to_string(),
+        }
     }
 
     /// The global arguments every call gets (before the subcommand).
@@ -68,6 +104,9 @@ impl OciRuntime {
     }
 
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        if let Some(rt) = self.linked() {
+            return rt.start(id).map_err(|e| self.failed(&["start", id], e));
+        }
         self.run(&["start", id]).map(|_| ())
     }
 
@@ -89,6 +128,15 @@ impl OciRuntime {
             args.push("--force");
         }
         args.push(id);
+        if let Some(rt) = self.linked() {
+            return match rt.delete(id, force) {
+                Ok(())
+                | Err(hako_runtime::RuntimeError::State(
+                    hako_runtime::state::StateError::NotFound(_),
+                )) => Ok(()),
+                Err(e) => Err(self.failed(&args, e)),
+            };
+        }
         match self.run(&args) {
             Ok(_) => Ok(()),
             Err(RuntimeError::Failed { message, .. })

@@ -203,7 +203,10 @@ impl ExitRecord {
             .map_err(|source| ProtocolError::ParseExit { path, source })
     }
 
-    /// Writes `RUN/exit` atomically: `RUN/exit.tmp`, fsync, rename.
+    /// Writes `RUN/exit` atomically: `RUN/exit.tmp`, then rename. No fsync:
+    /// a reader (or a process killed half-way) sees the whole record or
+    /// none, and the run dir does not outlive a reboot anyway (the runroot
+    /// is /run/hako, a tmpfs, by default).
     pub fn write(&self, run_dir: &Path) -> Result<(), ProtocolError> {
         let path = run_dir.join(EXIT_FILE);
         let tmp = run_dir.join(".exit.tmp");
@@ -214,7 +217,6 @@ impl ExitRecord {
         let write = || -> io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&text)?;
-            f.sync_all()?;
             std::fs::rename(&tmp, &path)
         };
         write().map_err(|source| ProtocolError::WriteExit {

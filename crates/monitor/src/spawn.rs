@@ -73,6 +73,9 @@ pub struct MonitorOptions {
     /// Run after the exit file is written (detached, stdio /dev/null).
     pub exit_command: Option<PathBuf>,
     pub exit_args: Vec<OsString>,
+    /// Skip the exit command while the process this file names as `PID
+    /// START` lives (one that took the cleanup over, e.g. an attached CLI).
+    pub exit_command_unless: Option<PathBuf>,
 }
 
 /// A created container, held by its monitor.
@@ -103,6 +106,7 @@ impl MonitorOptions {
             stdin: false,
             exit_command: None,
             exit_args: Vec::new(),
+            exit_command_unless: None,
         }
     }
 
@@ -133,6 +137,9 @@ impl MonitorOptions {
             pair("--exit-command", c.as_os_str());
             for e in &self.exit_args {
                 pair("--exit-arg", e);
+            }
+            if let Some(f) = &self.exit_command_unless {
+                pair("--exit-command-unless", f.as_os_str());
             }
         }
         if self.terminal {

@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! hako-runtime create ──clone(CLONE_NEW*)──▶ init (pid 1 of the container)
-//!   │ cgroup, uid/gid maps, state.json            │
-//!   │ Go(state) ─────────────────────────────────▶│ namespaces, mounts, devices
+//!   │ uid/gid maps, state.json                     │
+//!   │ Go(state) ─────────────────────────────────▶│ namespaces, mounts
+//!   │ cgroup (init joins it meanwhile)             │
+//!   │ CgroupJoined ──────────────────────────────▶│ devices
 //!   │◀──────────────────────────── RunCreateHooks │ (only if there are hooks)
 //!   │ prestart, createRuntime hooks                │
 //!   │ HooksDone ─────────────────────────────────▶│ createContainer hooks,
@@ -15,6 +17,10 @@
 //!   exit 0                                          read(exec.fifo) … blocks
 //! hako-runtime start: write(exec.fifo) ──────────▶ startContainer hooks, execve
 //! ```
+//!
+//! The cgroup is joined before `Go` instead (and no `CgroupJoined` is
+//! sent) with a new cgroup namespace, a two-stage init, a systemd scope or
+//! no new mount namespace: see `cgroup_joined_later` in `create`.
 //!
 //! A seccomp profile with SCMP_ACT_NOTIFY adds one step: init sends
 //! `SeccompListener` with the listener fd right after loading its filter
@@ -323,6 +329,14 @@ impl Runtime {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
+        // Init joins its cgroup while it sets up its mounts, unless a step
+        // before those depends on the cgroup: a new cgroup namespace (rooted
+        // where init is when it unshares), a second stage forked early, a
+        // systemd scope (made with init's pid before it runs), or mounts
+        // made in the host's mount namespace (to be undone by the guard
+        // only if init never got that far).
+        let cgroup_joined_later =
+            systemd_unit.is_none() && !plan.two_stage && !plan.new_cgroup && plan.new_mount;
         // SAFETY: the runtime is single-threaded; the child runs init::run,
         // which ends in execve or _exit.
         let pid = unsafe { sys::clone_fork(plan.clone_flags) }
@@ -341,6 +355,7 @@ impl Runtime {
                 console_socket: console,
                 cgroup: Some(&cgroup),
                 cgroup_layout: Some(&layout),
+                cgroup_joined_later,
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
@@ -390,7 +405,8 @@ impl Runtime {
                 apply_limits(&cg, resources, &device_rules)?;
                 state.cgroup = cg;
             }
-            None => cgroup.add_process(pid)?,
+            None if !cgroup_joined_later => cgroup.add_process(pid)?,
+            None => {}
         }
         if plan.new_user && !plan.two_stage {
             write_id_maps(pid, spec)?;
@@ -402,6 +418,12 @@ impl Runtime {
         parent_chan
             .send(&Message::Go(pid.to_string()))
             .map_err(sys_err("starting container init"))?;
+        if cgroup_joined_later {
+            cgroup.add_process(pid)?;
+            parent_chan
+                .send(&Message::CgroupJoined)
+                .map_err(sys_err("resuming container init"))?;
+        }
         loop {
             let received = parent_chan
                 .recv_with_fd()

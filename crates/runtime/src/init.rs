@@ -64,6 +64,15 @@ pub struct InitArgs<'a> {
     pub console_socket: Option<OwnedFd>,
     pub cgroup: Option<&'a Cgroup>,
     pub cgroup_layout: Option<&'a Layout>,
+    /// The runtime puts init into its cgroup after `Go`, while init joins
+    /// namespaces and mounts (moving a process between cgroup v1
+    /// hierarchies waits for an RCU grace period, ~10-25 ms here, that
+    /// would otherwise come before all of it), and sends `CgroupJoined`.
+    /// Init waits for it before the first step the cgroup governs:
+    /// creating device nodes (the devices controller), hooks and the
+    /// user's process. Only when nothing before that depends on the
+    /// cgroup: see `Runtime::create`.
+    pub cgroup_joined_later: bool,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
@@ -206,6 +215,11 @@ fn setup(args: &InitArgs) -> Result<Never, InitError> {
         idmapped: args.idmapped,
     };
     rootfs::mount_all(&root, mounts, &ctx)?;
+    if args.cgroup_joined_later {
+        args.channel
+            .expect(&Message::CgroupJoined)
+            .map_err(InitError::Sync)?;
+    }
     if !rootfs::dev_is_bind_mounted(mounts) {
         let devices = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
         rootfs::create_devices(&root, devices, plan.in_userns)?;

@@ -41,9 +41,13 @@ pub enum Message {
     /// A seccomp filter with SCMP_ACT_NOTIFY is loaded; its listener fd
     /// comes with this message (see [`Channel::send_seccomp_listener`]).
     SeccompListener,
+    /// Init is in its cgroup (sent after `Go` when the runtime joins it
+    /// while init sets up its mounts; see `InitArgs::cgroup_joined_later`).
+    CgroupJoined,
 }
 
 const TAG_SECCOMP_LISTENER: u8 = 9;
+const TAG_CGROUP_JOINED: u8 = 10;
 
 impl Message {
     fn encode(&self) -> Vec<u8> {
@@ -69,6 +73,7 @@ impl Message {
                 v
             }
             Message::SeccompListener => vec![TAG_SECCOMP_LISTENER],
+            Message::CgroupJoined => vec![TAG_CGROUP_JOINED],
         }
     }
 
@@ -85,6 +90,7 @@ impl Message {
             5 => Message::Pid(i32::from_le_bytes(rest.try_into().map_err(|_| bad())?)),
             6 => Message::Error(String::from_utf8_lossy(rest).into_owned()),
             TAG_SECCOMP_LISTENER if rest.is_empty() => Message::SeccompListener,
+            TAG_CGROUP_JOINED if rest.is_empty() => Message::CgroupJoined,
             _ => return Err(bad()),
         })
     }

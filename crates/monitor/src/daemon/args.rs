@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub const USAGE: &str = "usage: hako-monitor --id ID --bundle DIR --run-dir DIR --log-path FILE
    [--runtime PATH] [--runtime-arg ARG]... [--log-max-size BYTES]
    [--terminal] [--stdin] [--sync-fd N]
-   [--exit-command PATH [--exit-arg ARG]...]";
+   [--exit-command PATH [--exit-arg ARG]... [--exit-command-unless FILE]]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
@@ -42,6 +42,10 @@ pub struct Args {
     pub sync_fd: Option<RawFd>,
     pub exit_command: Option<PathBuf>,
     pub exit_args: Vec<OsString>,
+    /// A file naming a process as `PID START` (START: field 22 of
+    /// /proc/PID/stat): while that process lives, the exit command is not
+    /// run (it has taken the cleanup over). A missing file: run it.
+    pub exit_command_unless: Option<PathBuf>,
 }
 
 impl Args {
@@ -60,6 +64,7 @@ impl Args {
         let mut sync_fd = None;
         let mut exit_command = None;
         let mut exit_args = Vec::new();
+        let mut exit_command_unless = None;
 
         let mut it = argv.into_iter();
         while let Some(arg) = it.next() {
@@ -86,6 +91,9 @@ impl Args {
                 "--runtime-arg" => runtime_args.push(value(inline)?),
                 "--exit-command" => exit_command = Some(PathBuf::from(value(inline)?)),
                 "--exit-arg" => exit_args.push(value(inline)?),
+                "--exit-command-unless" => {
+                    exit_command_unless = Some(PathBuf::from(value(inline)?))
+                }
                 "--log-max-size" => {
                     let v = value(inline)?;
                     log_max_size = v
@@ -117,6 +125,9 @@ impl Args {
         let log_path = log_path.ok_or_else(|| usage("--log-path is required".into()))?;
         if !exit_args.is_empty() && exit_command.is_none() {
             return Err(usage("--exit-arg needs --exit-command".into()));
+        }
+        if exit_command_unless.is_some() && exit_command.is_none() {
+            return Err(usage("--exit-command-unless needs --exit-command".into()));
         }
 
         let bundle = absolute_dir(&bundle).map_err(|what| ArgsError::Bundle {
@@ -157,6 +168,7 @@ impl Args {
             sync_fd,
             exit_command,
             exit_args,
+            exit_command_unless,
         })
     }
 
@@ -281,6 +293,7 @@ mod tests {
             sync_fd: None,
             exit_command: None,
             exit_args: vec![],
+            exit_command_unless: None,
         };
         assert_eq!(a.runtime_json_log(), Some(PathBuf::from("/tmp/l.json")));
         a.runtime_args = args(&["--log=/tmp/l"]);

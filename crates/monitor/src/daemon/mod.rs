@@ -745,7 +745,12 @@ impl Monitor {
             let _ = c.sock.shutdown(std::net::Shutdown::Both);
         }
         self.clients.clear();
-        if let Some(cmd) = &self.args.exit_command {
+        let taken_over = self
+            .args
+            .exit_command_unless
+            .as_deref()
+            .is_some_and(named_process_alive);
+        if let Some(cmd) = self.args.exit_command.as_ref().filter(|_| !taken_over) {
             // Not waited for: it outlives us and is reparented (and reaped)
             // above; a cleanup command may well wait for this monitor.
             let _ = Command::new(cmd)
@@ -758,9 +763,59 @@ impl Monitor {
     }
 }
 
+/// Whether the process `file` names as `PID START` (START: field 22 of
+/// /proc/PID/stat, so a reused pid does not count) is alive.
+fn named_process_alive(file: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    let mut it = text.split_whitespace();
+    let (Some(pid), Some(start)) = (
+        it.next().and_then(|p| p.parse::<i32>().ok()),
+        it.next().and_then(|s| s.parse::<u64>().ok()),
+    ) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name is in parentheses and may hold spaces.
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let mut fields = stat[close + 2..].split(' ');
+    let state = fields.next().unwrap_or("");
+    state != "Z" && state != "X" && fields.nth(18).and_then(|s| s.parse().ok()) == Some(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::logfmt_message;
+
+    #[test]
+    fn a_named_process_is_alive_only_with_its_start_time() {
+        let dir = std::env::temp_dir().join(format!("hako-monitor-named-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let f = dir.join("attached");
+        let me = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap_or_default();
+        let start = stat[stat.rfind(')').unwrap_or(0) + 2..]
+            .split(' ')
+            .nth(19)
+            .unwrap_or("0")
+            .to_string();
+        std::fs::write(&f, format!("{me} {start}")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(super::named_process_alive(&f));
+        std::fs::write(&f, format!("{me} 1")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!super::named_process_alive(&f), "a reused pid counted");
+        std::fs::write(&f, "garbage").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!super::named_process_alive(&f));
+        assert!(!super::named_process_alive(&dir.join("missing")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn takes_the_msg_of_logfmt_lines() {
