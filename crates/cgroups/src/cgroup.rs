@@ -200,7 +200,7 @@ impl Cgroup {
         let mut result = Ok(());
         for (dir, h) in self.dirs.iter().zip(&layout.hierarchies) {
             if !h.unified && !h.has("name=systemd") {
-                result = create_dir_chain(h, &dir.path, &mut created);
+                result = create_dir_chain(h, &dir.path, &mut created, false);
                 if result.is_err() {
                     break;
                 }
@@ -234,8 +234,16 @@ impl Cgroup {
                 let _ = std::fs::remove_dir(p);
             }
         };
+        // On a cgroup2-only host every controller is delegated down to the
+        // container. On a hybrid one the controllers are v1's and whatever
+        // sits on the cgroup2 mount (hugetlb on some hosts) is enabled only
+        // when a limit needs it (see `enable_on_unified`): turning it on
+        // along the path from the root changes the host for every other
+        // tool (crun refuses to run while the hybrid cgroup2 root delegates
+        // any controller).
+        let delegate = layout.mode == Mode::Unified;
         for (dir, h) in cg.dirs.iter().zip(&layout.hierarchies) {
-            if let Err(e) = create_dir_chain(h, &dir.path, &mut created) {
+            if let Err(e) = create_dir_chain(h, &dir.path, &mut created, delegate) {
                 undo(&created);
                 return Err(e);
             }
@@ -266,6 +274,38 @@ impl Cgroup {
     }
 
     /// The cgroup2 directory, if the host has the unified hierarchy.
+    /// Makes `controller` of the cgroup2 hierarchy available in this
+    /// cgroup's directory there, enabling it in the `cgroup.subtree_control`
+    /// of every ancestor up to the mount's root: what a hybrid host needs
+    /// for a limit of a controller that lives on cgroup2 (on a
+    /// cgroup2-only host `create` delegated everything already). True
+    /// when the directory has it afterwards.
+    pub fn enable_on_unified(&self, controller: &str) -> bool {
+        let Some(leaf) = self.unified_dir() else {
+            return false;
+        };
+        let has = |d: &Path| {
+            read_file(d, "cgroup.controllers")
+                .is_ok_and(|c| c.split_whitespace().any(|x| x == controller))
+        };
+        if has(leaf) {
+            return true;
+        }
+        let mut chain: Vec<&Path> = leaf
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.join("cgroup.controllers").exists())
+            .collect();
+        chain.reverse();
+        for dir in chain {
+            let enabled = read_file(dir, "cgroup.subtree_control").unwrap_or_default();
+            if !enabled.split_whitespace().any(|e| e == controller) {
+                let _ = write_file(dir, "cgroup.subtree_control", &format!("+{controller}"));
+            }
+        }
+        has(leaf)
+    }
+
     pub fn unified_dir(&self) -> Option<&Path> {
         self.dirs
             .iter()
@@ -406,17 +446,63 @@ fn dir_in_hierarchy(h: &Hierarchy, path: &CgroupPath, own: &[(Vec<String>, Strin
     join_under(&h.mount, &inside)
 }
 
+/// Starts, in a background thread, the wait that the first cgroup v1
+/// migration of a container's init would otherwise pay in full.
+///
+/// Moving a process between cgroups takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing, and the first writer after a
+/// quiet spell waits for an RCU grace period (6-25 ms on these machines)
+/// before it gets it; writers within about one grace period after that
+/// get it at once. A migration of ourselves into the cgroup we are
+/// already in changes nothing but starts that wait now, so a runtime's
+/// `create` that moves its init a few milliseconds later finds the lock
+/// ready (or shares the wait already under way). Callers call this as
+/// they begin preparing a container; cgroup2-only hosts are left alone
+/// (a self-migration there may be refused, and their migrations can
+/// avoid the lock with `CLONE_INTO_CGROUP`). Every failure is ignored:
+/// this only saves time.
+pub fn start_migration_grace_period() {
+    let _ = std::thread::Builder::new()
+        .name("cgroup-warm".into())
+        .spawn(|| {
+            let Ok(layout) = Layout::detect() else {
+                return;
+            };
+            if layout.mode == Mode::Unified {
+                return;
+            }
+            let own = own_cgroups();
+            let Some((h, path)) = layout.hierarchies.iter().find_map(|h| {
+                if h.unified || h.controllers.iter().all(|c| c.starts_with("name=")) {
+                    return None;
+                }
+                let (_, p) = own.iter().find(|(ctrls, _)| *ctrls == h.controllers)?;
+                Some((h, p.clone()))
+            }) else {
+                return;
+            };
+            let dir = dir_in_hierarchy(h, &CgroupPath::Absolute(path), &own);
+            let _ = write_file(&dir, "cgroup.procs", &std::process::id().to_string());
+        });
+}
+
 /// Creates `dir` and any missing parents, recording what it created. v1
 /// cpuset directories start empty and must inherit cpus and mems before a
-/// process can join; cgroup2 parents must delegate their controllers.
-fn create_dir_chain(h: &Hierarchy, dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
+/// process can join; cgroup2 parents delegate their controllers when
+/// `delegate`.
+fn create_dir_chain(
+    h: &Hierarchy,
+    dir: &Path,
+    created: &mut Vec<PathBuf>,
+    delegate: bool,
+) -> Result<()> {
     let mut chain: Vec<&Path> = dir
         .ancestors()
         .take_while(|a| a.starts_with(&h.mount) && *a != h.mount)
         .collect();
     chain.reverse();
     for p in chain {
-        if h.unified {
+        if h.unified && delegate {
             if let Some(parent) = p.parent() {
                 enable_subtree_controllers(parent);
             }

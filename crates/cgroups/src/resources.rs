@@ -30,11 +30,7 @@ fn target<'a>(cg: &'a Cgroup, v1_controller: &str, v2_controller: &str) -> Optio
         return Some(Target::V1(d));
     }
     let d = cg.unified_dir()?;
-    let enabled = std::fs::read_to_string(d.join("cgroup.controllers")).unwrap_or_default();
-    enabled
-        .split_whitespace()
-        .any(|c| c == v2_controller)
-        .then_some(Target::V2(d))
+    cg.enable_on_unified(v2_controller).then_some(Target::V2(d))
 }
 
 fn missing(field: &'static str, controller: &str) -> CgroupError {

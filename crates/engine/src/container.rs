@@ -370,6 +370,8 @@ impl Engine {
         opts: &CreateOptions,
         infra_for: Option<&str>,
     ) -> Result<ContainerRecord, EngineError> {
+        // The runtime moves init into its cgroup ~10 ms from now.
+        hako_cgroups::cgroup::start_migration_grace_period();
         let plan = self.plan(image, opts, infra_for)?;
         let id = util::random_id().map_err(|source| EngineError::Io {
             id: "(new)".into(),

@@ -419,10 +419,25 @@ impl Runtime {
             .send(&Message::Go(pid.to_string()))
             .map_err(sys_err("starting container init"))?;
         if cgroup_joined_later {
-            cgroup.add_process(pid)?;
-            parent_chan
-                .send(&Message::CgroupJoined)
-                .map_err(sys_err("resuming container init"))?;
+            let joined = cgroup.add_process(pid);
+            let sent = match &joined {
+                Ok(()) => parent_chan.send(&Message::CgroupJoined),
+                Err(_) => Ok(()),
+            };
+            // Init may have failed meanwhile (a zombie then, with its socket
+            // closed): its own error says why. A live init is still waiting
+            // for CgroupJoined, so nothing is read from it (the guard kills
+            // it).
+            let init_exited = || matches!(crate::state::proc_stat(pid), None | Some(('Z', _)));
+            if joined.is_err() || sent.is_err() {
+                if sent.is_err() || init_exited() {
+                    if let Ok(Some((Message::Error(e), _))) = parent_chan.recv_with_fd() {
+                        return Err(fail(e));
+                    }
+                }
+                joined?;
+                sent.map_err(sys_err("resuming container init"))?;
+            }
         }
         loop {
             let received = parent_chan

@@ -481,6 +481,44 @@ fn delete_removes_nested_cgroups_and_created_parents() {
     );
 }
 
+/// On a hybrid host the cgroup2 mount is not ours to reconfigure: a
+/// container without limits of a controller that lives there enables no
+/// controller in any `cgroup.subtree_control` (crun refuses to run once the
+/// hybrid cgroup2 root delegates one). On a cgroup2-only host the parents
+/// delegate their controllers, as the limits need.
+#[test]
+fn cgroup2_delegation_only_where_needed() {
+    let hs = hierarchies();
+    let Some((unified, _)) = hs.iter().find(|(_, c)| c.is_empty()).cloned() else {
+        return; // legacy host: no cgroup2 mount
+    };
+    let hybrid = hs.len() > 1;
+    let rt = Runtime::new();
+    let top = format!("/{}", unique("hako-test-deleg"));
+    let path = format!("{top}/c");
+    let mut b = sh("sleep 100");
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(path));
+    let id = unique("deleg");
+    run_detached(&rt, &b, &id);
+    let parent = unified.join(top.trim_start_matches('/'));
+    let delegated = read_trim(&parent, "cgroup.subtree_control");
+    rt.ok(&["delete", "--force", &id]);
+    if hybrid {
+        assert_eq!(
+            delegated,
+            "",
+            "{} delegates on a hybrid host",
+            parent.display()
+        );
+    } else {
+        assert!(
+            delegated.split_whitespace().any(|c| c == "pids"),
+            "{} delegates only {delegated:?} on a cgroup2 host",
+            parent.display()
+        );
+    }
+}
+
 /// `update` changes live limits, from flags (runc's) or a resources
 /// document on stdin (what containerd sends).
 #[test]
@@ -903,7 +941,9 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
             .unwrap_or(0)
     };
     assert!(
-        wait_until(20, || refused() > 10),
+        // How many forks fail before every slot holds a sleeper depends on
+        // timing (10 under a loaded parallel run): that some did is the point.
+        wait_until(20, || refused() > 0),
         "no fork was refused: pids.events {}",
         read_trim(&pids_dir, "pids.events")
     );
