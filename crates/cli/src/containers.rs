@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// The keys that end an attached terminal session, leaving the
+    /// container running (docker's format; empty: none).
+    #[arg(long = "detach-keys", default_value = hako_monitor::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     /// Run in the background and print the container ID.
     #[arg(short, long)]
     detach: bool,
@@ -265,6 +269,7 @@ pub fn report(e: &(dyn std::error::Error + 'static)) {
 
 pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, Error> {
     let engine = engine(root, runroot)?;
+    let detach_keys = hako_monitor::parse_detach_keys(&a.detach_keys)?;
     let opts = create_options(&a)?;
     let image = image_for(&engine, &a)?;
     let rec = match engine.create(&image, &opts) {
@@ -300,10 +305,16 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
     let how = hako_monitor::AttachStdio {
         stdin: a.interactive,
         tty: a.tty,
+        detach_keys,
     };
-    let code = forward_signals_while(&engine, &rec, || {
+    let code = match forward_signals_while(&engine, &rec, || {
         hako_monitor::attach_stdio_with(attach, &run_dir, how)
-    })?;
+    }) {
+        // Detached: the container runs on; the monitor's exit command
+        // cleans up (and removes it with --rm) when it exits.
+        Err(e) if detached(&e) => return Ok(0),
+        other => other?,
+    };
     // Ours to clean up (the monitor's exit command sees us alive and
     // leaves it; had we been killed, it would have done it).
     if a.rm {
@@ -312,6 +323,14 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
         engine.cleanup(&rec.id)?;
     }
     Ok(code)
+}
+
+/// Whether an attach ended because the user typed the detach keys.
+fn detached(e: &Error) -> bool {
+    matches!(
+        e.downcast_ref::<hako_monitor::AttachError>(),
+        Some(hako_monitor::AttachError::Detached)
+    )
 }
 
 /// Runs `f` while SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2
@@ -370,9 +389,11 @@ pub fn start(
     runroot: &Path,
     attach: bool,
     interactive: bool,
+    detach_keys: &str,
     names: &[String],
 ) -> Result<i32, Error> {
     let engine = engine(root, runroot)?;
+    let detach_keys = hako_monitor::parse_detach_keys(detach_keys)?;
     if attach {
         let [name] = names else {
             return Err("start --attach takes one container".into());
@@ -388,10 +409,14 @@ pub fn start(
         let how = hako_monitor::AttachStdio {
             stdin: interactive && rec.options.interactive,
             tty: rec.options.tty,
+            detach_keys,
         };
-        return forward_signals_while(&engine, &rec, || {
+        return match forward_signals_while(&engine, &rec, || {
             hako_monitor::attach_stdio_with(a, &run_dir, how)
-        });
+        }) {
+            Err(e) if detached(&e) => Ok(0),
+            other => other,
+        };
     }
     let mut code = 0;
     for n in names {
@@ -1196,8 +1221,15 @@ pub fn port(root: &Path, runroot: &Path, name: &str) -> Result<i32, Error> {
 
 /// `hako attach`: the container's live output (and stdin, if it has one)
 /// until it exits; signals go to it, as docker's --sig-proxy.
-pub fn attach(root: &Path, runroot: &Path, no_stdin: bool, name: &str) -> Result<i32, Error> {
+pub fn attach(
+    root: &Path,
+    runroot: &Path,
+    no_stdin: bool,
+    detach_keys: &str,
+    name: &str,
+) -> Result<i32, Error> {
     let engine = engine(root, runroot)?;
+    let detach_keys = hako_monitor::parse_detach_keys(detach_keys)?;
     let rec = engine.find(name)?;
     let st = engine.status(&rec);
     if !st.is_running() {
@@ -1213,10 +1245,14 @@ pub fn attach(root: &Path, runroot: &Path, no_stdin: bool, name: &str) -> Result
     let how = hako_monitor::AttachStdio {
         stdin: rec.options.interactive && !no_stdin,
         tty: rec.options.tty,
+        detach_keys,
     };
-    forward_signals_while(&engine, &rec, || {
+    match forward_signals_while(&engine, &rec, || {
         hako_monitor::attach_stdio_with(a, &run_dir, how)
-    })
+    }) {
+        Err(e) if detached(&e) => Ok(0),
+        other => other,
+    }
 }
 
 /// `hako top`: the container's processes, through the runtime's `ps`.

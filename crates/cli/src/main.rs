@@ -139,6 +139,9 @@ enum Command {
         attach: bool,
         #[arg(short, long)]
         interactive: bool,
+        /// The keys that end an attached terminal session (docker's format).
+        #[arg(long = "detach-keys", default_value = hako_monitor::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -213,6 +216,10 @@ enum Command {
     Attach {
         #[arg(long = "no-stdin")]
         no_stdin: bool,
+        /// The keys that end the session (docker's format, default
+        /// ctrl-p,ctrl-q; empty: none).
+        #[arg(long = "detach-keys", default_value = hako_monitor::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
         container: String,
     },
     /// Copy files between a container and the host.
@@ -287,8 +294,16 @@ fn main() -> ExitCode {
         Command::Start {
             attach,
             interactive,
+            detach_keys,
             containers,
-        } => containers::start(&root, &runroot, attach, interactive, &containers),
+        } => containers::start(
+            &root,
+            &runroot,
+            attach,
+            interactive,
+            &detach_keys,
+            &containers,
+        ),
         Command::Stop { time, containers } => containers::stop(&root, &runroot, time, &containers),
         Command::Kill { signal, containers } => {
             containers::kill(&root, &runroot, &signal, &containers)
@@ -320,8 +335,9 @@ fn main() -> ExitCode {
         Command::Port { container } => containers::port(&root, &runroot, &container),
         Command::Attach {
             no_stdin,
+            detach_keys,
             container,
-        } => containers::attach(&root, &runroot, no_stdin, &container),
+        } => containers::attach(&root, &runroot, no_stdin, &detach_keys, &container),
         Command::Cp { src, dest } => containers::cp(&root, &runroot, &src, &dest),
         Command::Top { container, ps_args } => {
             containers::top(&root, &runroot, &container, &ps_args)

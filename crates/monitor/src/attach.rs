@@ -32,6 +32,12 @@ pub enum AttachError {
     /// no exit record.
     #[error("the monitor closed the attach connection of {run_dir} before the container exited")]
     Closed { run_dir: PathBuf },
+    /// The detach keys were typed: the session ended, the container runs
+    /// on (docker ends it the same way, with an error of its own).
+    #[error("detached from the container (it keeps running)")]
+    Detached,
+    #[error("--detach-keys {spec:?}: {reason}")]
+    DetachKeys { spec: String, reason: String },
 }
 
 /// One attach connection.
@@ -103,10 +109,15 @@ impl Attach {
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.sock.shutdown(std::net::Shutdown::Write)
     }
+
+    /// Ends the connection both ways: a reader of it sees end of stream.
+    fn shutdown(&self) -> io::Result<()> {
+        self.sock.shutdown(std::net::Shutdown::Both)
+    }
 }
 
 /// What [`attach_stdio`] forwards.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AttachStdio {
     /// Forward fd 0 to the container; at its end, close the container's
     /// stdin (`echo hi | hako run -i img cat` ends).
@@ -114,6 +125,88 @@ pub struct AttachStdio {
     /// The container has a terminal: raw mode on fd 0 (if it is a tty) for
     /// the session, size forwarded at start and on SIGWINCH.
     pub tty: bool,
+    /// With a terminal and stdin: typing this sequence ends the session
+    /// ([`AttachError::Detached`]) and leaves the container running;
+    /// empty: never. See [`parse_detach_keys`] and [`DEFAULT_DETACH_KEYS`].
+    pub detach_keys: Vec<u8>,
+}
+
+/// docker's and podman's default detach sequence.
+pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
+
+/// Parses docker's `--detach-keys` format: comma-separated keys, each a
+/// single character or `ctrl-X` with X one of `a`-`z`, `@`, `[`, `\`,
+/// `]`, `^`, `_`. An empty string disables detaching.
+pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, AttachError> {
+    let bad = |reason: &str| AttachError::DetachKeys {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    if spec.is_empty() {
+        return Ok(Vec::new());
+    }
+    spec.split(',')
+        .map(|key| {
+            if let Some(c) = key.strip_prefix("ctrl-") {
+                let [c] = c.as_bytes() else {
+                    return Err(bad("ctrl- takes one character"));
+                };
+                match c.to_ascii_lowercase() {
+                    c @ b'a'..=b'z' => Ok(c - b'a' + 1),
+                    b'@' => Ok(0),
+                    c @ (b'[' | b'\\' | b']' | b'^' | b'_') => Ok(c - b'@'),
+                    _ => Err(bad("ctrl- takes a-z, @, [, \\, ], ^ or _")),
+                }
+            } else {
+                match key.as_bytes() {
+                    [c] if c.is_ascii() && !c.is_ascii_control() => Ok(*c),
+                    _ => Err(bad("a key is one character or ctrl-X")),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Finds a detach sequence in a stream of input: bytes that may begin it
+/// are held back until they do not (then they are passed on) or it is
+/// complete.
+#[derive(Debug, Default)]
+struct DetachMatcher {
+    keys: Vec<u8>,
+    held: usize,
+}
+
+impl DetachMatcher {
+    /// Appends to `out` what of `input` goes to the container; true when
+    /// the sequence completed (what followed it is dropped).
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.keys.is_empty() {
+            out.extend_from_slice(input);
+            return false;
+        }
+        for &b in input {
+            if b == self.keys[self.held] {
+                self.held += 1;
+                if self.held == self.keys.len() {
+                    return true;
+                }
+                continue;
+            }
+            // Not the sequence after all: what was held goes on, and this
+            // byte may start it afresh.
+            out.extend_from_slice(&self.keys[..self.held]);
+            self.held = 0;
+            if b == self.keys[0] {
+                self.held = 1;
+                if self.keys.len() == 1 {
+                    return true;
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        false
+    }
 }
 
 /// Pumps the caller's stdio through the monitor of `run_dir` until the
@@ -171,19 +264,32 @@ pub fn attach_stdio_with(
             .transpose()
             .map_err(ProtocolError::Io)?;
         let with_stdin = how.stdin;
+        let matcher = DetachMatcher {
+            keys: if how.tty && how.stdin {
+                how.detach_keys.clone()
+            } else {
+                Vec::new()
+            },
+            held: 0,
+        };
         Some(std::thread::spawn(move || {
-            pump_input(sender, stdin_fd, with_stdin, winch_r, stop_r)
+            pump_input(sender, stdin_fd, with_stdin, winch_r, stop_r, matcher)
         }))
     } else {
         None
     };
     let result = pump_output(&attach, run_dir);
     let _ = nix::unistd::write(&stop_w, b"x");
-    if let Some(t) = pump {
-        let _ = t.join();
-    }
+    let detached = pump.map(|t| t.join().unwrap_or(false)).unwrap_or(false);
     drop(winch);
-    result
+    match result {
+        // The session ended because the detach keys closed it; an exit that
+        // raced them still counts.
+        Err(AttachError::Closed { .. }) | Err(AttachError::Protocol(_)) if detached => {
+            Err(AttachError::Detached)
+        }
+        other => other,
+    }
 }
 
 fn pump_output(attach: &Attach, run_dir: &Path) -> Result<i32, AttachError> {
@@ -222,15 +328,19 @@ fn pump_output(attach: &Attach, run_dir: &Path) -> Result<i32, AttachError> {
 
 /// The input side: stdin data, stdin end → close, SIGWINCH → resize,
 /// until `stop` is readable.
+/// Forwards stdin and window sizes until `stop`; true when it ended the
+/// session because the detach keys were typed.
 fn pump_input(
     sender: Attach,
     stdin: OwnedFd,
     with_stdin: bool,
     winch: Option<OwnedFd>,
     stop: OwnedFd,
-) {
+    mut matcher: DetachMatcher,
+) -> bool {
     let mut stdin_open = with_stdin;
     let mut buf = vec![0u8; 32 * 1024];
+    let mut out = Vec::with_capacity(buf.len());
     loop {
         let mut fds = vec![libc::pollfd {
             fd: stop.as_raw_fd(),
@@ -258,10 +368,10 @@ fn pump_input(
             if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
                 continue;
             }
-            return;
+            return false;
         }
         if fds[0].revents != 0 {
-            return;
+            return false;
         }
         if let Some(w) = &winch {
             if fds[1].revents != 0 {
@@ -269,7 +379,7 @@ fn pump_input(
                 let _ = nix::unistd::read(w.as_fd(), &mut b);
                 if let Some((rows, cols)) = term_size() {
                     if sender.resize(rows, cols).is_err() {
-                        return;
+                        return false;
                     }
                 }
             }
@@ -279,12 +389,18 @@ fn pump_input(
                 Ok(0) | Err(_) => {
                     stdin_open = false;
                     if sender.close_stdin().is_err() {
-                        return;
+                        return false;
                     }
                 }
                 Ok(n) => {
-                    if sender.send_stdin(&buf[..n]).is_err() {
-                        return;
+                    out.clear();
+                    let detach = matcher.feed(&buf[..n], &mut out);
+                    if !out.is_empty() && sender.send_stdin(&out).is_err() {
+                        return false;
+                    }
+                    if detach {
+                        let _ = sender.shutdown();
+                        return true;
                     }
                 }
             }
@@ -387,5 +503,63 @@ impl Drop for WinchPipe {
             unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGWINCH, &self.old) };
         WINCH_FD.store(-1, Ordering::Relaxed);
         let _ = self.write.as_raw_fd();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_like_docker() {
+        assert_eq!(
+            parse_detach_keys(DEFAULT_DETACH_KEYS).expect("default"),
+            vec![0x10, 0x11]
+        );
+        assert_eq!(parse_detach_keys("ctrl-a,x").expect("a,x"), vec![1, b'x']);
+        assert_eq!(
+            parse_detach_keys("ctrl-@,ctrl-[").expect("@["),
+            vec![0, 0x1b]
+        );
+        assert_eq!(parse_detach_keys("").expect("empty"), Vec::<u8>::new());
+        for bad in ["ctrl-", "ctrl-ab", "ctrl-1", "xy", "a,,b", "\u{e9}"] {
+            assert!(
+                matches!(parse_detach_keys(bad), Err(AttachError::DetachKeys { .. })),
+                "{bad:?} parsed"
+            );
+        }
+    }
+
+    fn feed_all(keys: &[u8], chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut m = DetachMatcher {
+            keys: keys.to_vec(),
+            held: 0,
+        };
+        let mut out = Vec::new();
+        for c in chunks {
+            if m.feed(c, &mut out) {
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+
+    #[test]
+    fn the_matcher_holds_a_prefix_and_passes_it_on_when_it_breaks() {
+        let k = [0x10, 0x11];
+        assert_eq!(feed_all(&k, &[b"ab"]), (b"ab".to_vec(), false));
+        // Split across reads, and what follows is dropped.
+        assert_eq!(feed_all(&k, &[b"a\x10", b"\x11zz"]), (b"a".to_vec(), true));
+        // A broken prefix is passed on, and a new one can start at once.
+        assert_eq!(
+            feed_all(&k, &[b"\x10x\x10\x10\x11"]),
+            (b"\x10x\x10".to_vec(), true)
+        );
+        // Held at the end of the input: not sent yet.
+        assert_eq!(feed_all(&k, &[b"q\x10"]), (b"q".to_vec(), false));
+        // No keys: everything goes.
+        assert_eq!(feed_all(&[], &[b"\x10\x11"]), (b"\x10\x11".to_vec(), false));
+        // One key.
+        assert_eq!(feed_all(b"~", &[b"ab~c"]), (b"ab".to_vec(), true));
     }
 }

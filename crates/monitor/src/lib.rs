@@ -29,7 +29,10 @@ pub mod protocol;
 pub mod spawn;
 pub mod time;
 
-pub use attach::{attach_stdio, attach_stdio_with, Attach, AttachError, AttachStdio};
+pub use attach::{
+    attach_stdio, attach_stdio_with, parse_detach_keys, Attach, AttachError, AttachStdio,
+    DEFAULT_DETACH_KEYS,
+};
 pub use logs::{join_partials, read_log, Follow, LogLine, LogRecord, Stream};
 pub use protocol::{ExitRecord, Frame};
 pub use spawn::{spawn, MonitorError, MonitorOptions, Started};

@@ -934,3 +934,306 @@ fn cp_copies_both_ways_and_stays_inside_the_container() {
     h.ok(&["volume", "rm", "cpvol"]);
     assert_clean(&h, &[id]);
 }
+
+/// The cgroup v1 directory (or the cgroup2 one) of `pid` for `controller`.
+fn cgroup_dir(pid: i64, controller: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of pid");
+    for line in text.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, ctrls, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
+        if ctrls.split(',').any(|c| c == controller) {
+            return Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(&path[1..]);
+        }
+    }
+    // cgroup2 ("0::/path"), mounted at /sys/fs/cgroup or .../unified.
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup2 line");
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    let base = if unified.join("cgroup.controllers").exists() {
+        unified
+    } else {
+        Path::new("/sys/fs/cgroup")
+    };
+    base.join(&path[1..])
+}
+
+fn read_trim(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// --memory, --cpus, --pids-limit, --sysctl and --device end up where
+/// the kernel enforces them, and --memory is enforced: a container that
+/// needs more is OOM-killed (exit 137).
+#[test]
+fn resource_sysctl_and_device_flags_reach_the_kernel() {
+    let h = hako_with_busybox();
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "lim",
+            "--network",
+            "none",
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "50",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--device",
+            "/dev/null:/dev/xnull",
+            IMG,
+            "sleep",
+            "100",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = o.stdout.trim().to_string();
+    let pid = inspect(&h, "lim")["State"]["Pid"].as_i64().expect("pid");
+    assert!(pid > 0);
+    let mem = cgroup_dir(pid, "memory");
+    let limit = if mem.join("memory.max").exists() {
+        read_trim(&mem.join("memory.max"))
+    } else {
+        read_trim(&mem.join("memory.limit_in_bytes"))
+    };
+    assert_eq!(limit, (64u64 << 20).to_string());
+    let cpu = cgroup_dir(pid, "cpu");
+    if cpu.join("cpu.max").exists() {
+        assert_eq!(read_trim(&cpu.join("cpu.max")), "50000 100000");
+    } else {
+        assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(read_trim(&cpu.join("cpu.cfs_period_us")), "100000");
+    }
+    assert_eq!(read_trim(&cgroup_dir(pid, "pids").join("pids.max")), "50");
+    let o = hako(&h, &["exec", "lim", "cat", "/proc/sys/net/ipv4/ip_forward"]);
+    assert_eq!(o.stdout, "1\n", "{}", o.stderr);
+    // The device node, and the device cgroup lets it be opened.
+    let o = hako(
+        &h,
+        &[
+            "exec",
+            "lim",
+            "sh",
+            "-c",
+            "stat -c '%F %t:%T' /dev/xnull && echo x > /dev/xnull && echo written",
+        ],
+    );
+    assert_eq!(
+        o.stdout, "character special file 1:3\nwritten\n",
+        "{}",
+        o.stderr
+    );
+    h.ok(&["rm", "-f", "lim"]);
+    // 64 MiB of shell variable in a 32 MiB container.
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--memory",
+            "32m",
+            IMG,
+            "sh",
+            "-c",
+            "a=$(head -c 67108864 /dev/zero | tr '\\0' x); echo survived ${#a}",
+        ],
+    );
+    assert_eq!(o.code, 137, "stdout {} stderr {}", o.stdout, o.stderr);
+    assert!(!o.stdout.contains("survived"), "{}", o.stdout);
+    assert_clean(&h, &[id]);
+}
+
+/// A pod sharing its pid namespace: a member sees the others' processes
+/// (and the infra's init as pid 1); without it, each has its own.
+#[test]
+fn a_pod_can_share_its_pid_namespace() {
+    let h = hako_with_busybox();
+    let pod = h
+        .ok(&[
+            "pod",
+            "create",
+            "--name",
+            "pp",
+            "--network",
+            "none",
+            "--share",
+            "pid,ipc,uts",
+        ])
+        .trim()
+        .to_string();
+    let o = hako(
+        &h,
+        &[
+            "run", "-d", "--pod", "pp", "--name", "s", IMG, "sleep", "123",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let s = o.stdout.trim().to_string();
+    let o = hako(
+        &h,
+        &["run", "--rm", "--pod", "pp", IMG, "ps", "-o", "pid,args"],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("sleep 123"), "{}", o.stdout);
+    let first = o.stdout.lines().nth(1).unwrap_or("").trim().to_string();
+    assert!(
+        first.starts_with("1 "),
+        "pid 1 is not the infra's: {}",
+        o.stdout
+    );
+    // A pod without pid sharing: the member sees only itself.
+    h.ok(&["pod", "create", "--name", "np", "--network", "none"]);
+    h.ok(&[
+        "run", "-d", "--pod", "np", "--name", "t", IMG, "sleep", "124",
+    ]);
+    let o = hako(&h, &["run", "--rm", "--pod", "np", IMG, "ps", "-o", "args"]);
+    assert!(!o.stdout.contains("sleep 124"), "{}", o.stdout);
+    let list: serde_json::Value =
+        serde_json::from_str(&h.ok(&["pod", "ps", "--format", "json"])).expect("json");
+    let infras: Vec<String> = list
+        .as_array()
+        .expect("pods")
+        .iter()
+        .map(|p| p["InfraContainerID"].as_str().expect("infra").to_string())
+        .collect();
+    let t = inspect(&h, "t")["Id"].as_str().expect("id").to_string();
+    h.ok(&["pod", "rm", "-f", "pp"]);
+    h.ok(&["pod", "rm", "-f", "np"]);
+    let mut ids = vec![s, t, pod];
+    ids.extend(infras);
+    assert_clean(&h, &ids);
+}
+
+/// `cmd` on a new pty as its controlling terminal: the child, the master
+/// and a channel of what the master reads.
+fn spawn_on_pty(
+    mut cmd: std::process::Command,
+) -> (
+    std::process::Child,
+    std::fs::File,
+    std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    set_size(pty.master.as_raw_fd(), 24, 80);
+    let slave = pty.slave;
+    cmd.stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave.try_clone().expect("dup"));
+    // SAFETY: setsid and TIOCSCTTY are async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn on a pty");
+    drop(slave);
+    let master = std::fs::File::from(pty.master);
+    let reader = master.try_clone().expect("dup");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut r = reader;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    (child, master, rx)
+}
+
+fn expect_output(rx: &std::sync::mpsc::Receiver<Vec<u8>>, what: &str, seen: &mut String) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(what) {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+            Err(_) => panic!("no {what:?} in {seen:?}"),
+        }
+    }
+}
+
+fn wait_child(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// ctrl-p ctrl-q (and --detach-keys) end a terminal session and leave the
+/// container running; `attach` reaches it again; a --rm container detached
+/// from is still removed when it exits.
+#[test]
+fn detach_keys_leave_the_container_running() {
+    let h = hako_with_busybox();
+    let (mut child, master, rx) =
+        spawn_on_pty(h.cmd(&["run", "--rm", "-it", "--name", "dk", IMG, "sh"]));
+    let mut seen = String::new();
+    let mut m = &master;
+    m.write_all(b"echo one-$((20+3))\n").expect("write");
+    expect_output(&rx, "one-23", &mut seen);
+    // A ctrl-p that is not followed by ctrl-q still reaches the shell.
+    m.write_all(b"\x10echo two-$((30+4))\n").expect("write");
+    expect_output(&rx, "two-34", &mut seen);
+    m.write_all(b"\x10\x11").expect("write");
+    let status = wait_child(&mut child, 10).expect("hako run did not detach");
+    assert_eq!(status.code(), Some(0), "{seen}");
+    drop(master);
+    let id = inspect(&h, "dk")["Id"].as_str().expect("id").to_string();
+    assert_eq!(inspect(&h, "dk")["State"]["Status"], "running");
+    // attach with keys of our own.
+    let (mut child, master, rx) =
+        spawn_on_pty(h.cmd(&["attach", "--detach-keys", "ctrl-a,d", "dk"]));
+    let mut seen = String::new();
+    let mut m = &master;
+    m.write_all(b"echo three-$((40+5))\n").expect("write");
+    expect_output(&rx, "three-45", &mut seen);
+    m.write_all(b"\x01d").expect("write");
+    let status = wait_child(&mut child, 10).expect("attach did not detach");
+    assert_eq!(status.code(), Some(0), "{seen}");
+    drop(master);
+    assert_eq!(inspect(&h, "dk")["State"]["Status"], "running");
+    // Bad keys are refused before anything runs.
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "--rm",
+            "-it",
+            "--detach-keys",
+            "ctrl-12",
+            IMG,
+            "true",
+        ],
+    );
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    assert!(o.stderr.contains("detach-keys"), "{}", o.stderr);
+    // It exits: --rm still removes it (the monitor's exit command).
+    h.ok(&["kill", "dk"]);
+    assert!(
+        wait_for(10, || hako(&h, &["ps", "-aq"]).stdout.is_empty()),
+        "the detached --rm container was not removed"
+    );
+    assert_clean(&h, &[id]);
+}

@@ -430,6 +430,7 @@ fn attach_stdio_child() {
     let how = hako_monitor::AttachStdio {
         stdin: true,
         tty: false,
+        detach_keys: Vec::new(),
     };
     let code = hako_monitor::attach_stdio(Path::new(&run), how).expect("attach_stdio");
     std::process::exit(code);
