@@ -109,31 +109,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     })
 }
 
-/// The start time of process `pid` (field 22 of /proc/PID/stat, in clock
-/// ticks since boot): with the pid, it names one process for good.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
-}
-
-/// Whether `pid` is still the process that started at `start_time`, and
-/// not a zombie.
-pub fn process_alive(pid: i32, start_time: u64) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let mut fields = stat[close + 2..].split(' ');
-    let state = fields.next().unwrap_or("");
-    state != "Z" && state != "X" && fields.nth(18).and_then(|s| s.parse().ok()) == Some(start_time)
-}
+pub use hako_monitor::{process_alive, process_start_time};
 
 /// Parses docker's byte sizes: `512`, `512b`, `64k`, `512m`, `2g` (binary
 /// units, as docker).

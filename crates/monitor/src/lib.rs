@@ -25,6 +25,7 @@
 pub mod attach;
 pub mod daemon;
 pub mod logs;
+pub mod procfs;
 pub mod protocol;
 pub mod spawn;
 pub mod time;
@@ -34,6 +35,7 @@ pub use attach::{
     DEFAULT_DETACH_KEYS,
 };
 pub use logs::{join_partials, read_log, Follow, LogLine, LogRecord, Stream};
+pub use procfs::{process_alive, process_start_time};
 pub use protocol::{ExitRecord, Frame};
 pub use spawn::{spawn, MonitorError, MonitorOptions, Started};
 pub use time::Timestamp;

@@ -361,58 +361,20 @@ fn signals_reach_the_container_and_stdin_is_forwarded() {
 #[test]
 fn a_tty_session_through_a_pty_follows_resizes() {
     let h = hako_with_busybox();
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    // 30 rows, 100 columns to start with.
-    set_size(pty.master.as_raw_fd(), 30, 100);
-    let slave = pty.slave;
-    let mut cmd = h.cmd(&["run", "--rm", "-it", IMG, "sh"]);
-    cmd.stdin(slave.try_clone().expect("dup"))
-        .stdout(slave.try_clone().expect("dup"))
-        .stderr(slave.try_clone().expect("dup"));
-    // SAFETY: setsid and TIOCSCTTY are async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("hako run -it");
-    drop(slave);
-    let master = std::fs::File::from(pty.master);
-    let reader = master.try_clone().expect("dup");
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut r = reader;
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, master, rx) = spawn_on_pty(h.cmd(&["run", "--rm", "-it", IMG, "sh"]));
     let mut seen = String::new();
-    let expect = |what: &str, seen: &mut String| {
-        let end = Instant::now() + Duration::from_secs(10);
-        while !seen.contains(what) {
-            let left = end.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(b) => seen.push_str(&String::from_utf8_lossy(&b)),
-                Err(_) => panic!("no {what:?} in {seen:?}"),
-            }
-        }
-    };
     let mut m = &master;
+    // 30 rows, 100 columns to start with (set before hako reads it).
     m.write_all(b"tty; stty size\n").expect("write");
-    expect("/dev/pts/", &mut seen);
-    expect("30 100", &mut seen);
+    expect_output(&rx, "/dev/pts/", &mut seen);
+    expect_output(&rx, "30 100", &mut seen);
     // A resize of our terminal reaches the container's.
     set_size(master.as_raw_fd(), 40, 120);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGWINCH) };
     std::thread::sleep(Duration::from_millis(200));
     m.write_all(b"stty size; exit 5\n").expect("write");
-    expect("40 120", &mut seen);
+    expect_output(&rx, "40 120", &mut seen);
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(5), "{seen}");
     assert_clean(&h, &[]);
@@ -1128,7 +1090,7 @@ fn spawn_on_pty(
     std::sync::mpsc::Receiver<Vec<u8>>,
 ) {
     let pty = nix::pty::openpty(None, None).expect("openpty");
-    set_size(pty.master.as_raw_fd(), 24, 80);
+    set_size(pty.master.as_raw_fd(), 30, 100);
     let slave = pty.slave;
     cmd.stdin(slave.try_clone().expect("dup"))
         .stdout(slave.try_clone().expect("dup"))

@@ -770,25 +770,13 @@ fn named_process_alive(file: &Path) -> bool {
         return false;
     };
     let mut it = text.split_whitespace();
-    let (Some(pid), Some(start)) = (
+    match (
         it.next().and_then(|p| p.parse::<i32>().ok()),
         it.next().and_then(|s| s.parse::<u64>().ok()),
-    ) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
+    ) {
+        (Some(pid), Some(start)) => crate::procfs::process_alive(pid, start),
+        _ => false,
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The command name is in parentheses and may hold spaces.
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let mut fields = stat[close + 2..].split(' ');
-    let state = fields.next().unwrap_or("");
-    state != "Z" && state != "X" && fields.nth(18).and_then(|s| s.parse().ok()) == Some(start)
 }
 
 #[cfg(test)]
@@ -801,12 +789,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let f = dir.join("attached");
         let me = std::process::id();
-        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap_or_default();
-        let start = stat[stat.rfind(')').unwrap_or(0) + 2..]
-            .split(' ')
-            .nth(19)
-            .unwrap_or("0")
-            .to_string();
+        let start = crate::procfs::process_start_time(me as i32).unwrap_or(0);
         std::fs::write(&f, format!("{me} {start}")).unwrap_or_else(|e| panic!("{e}"));
         assert!(super::named_process_alive(&f));
         std::fs::write(&f, format!("{me} 1")).unwrap_or_else(|e| panic!("{e}"));
