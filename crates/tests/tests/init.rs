@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{alive, status_field, wait_until};
+use common::{alive, status_field, wait_for_file, wait_until};
 use hako_tests::{bin_dir, json, unique, Bundle, Runtime, TempDir};
 
 /// Where the tests bind-mount hako-init in the container.
@@ -62,15 +62,6 @@ fn wait_for(child: &mut Child, secs: u64, what: &str) -> ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Polls until `path` exists (10 s).
-fn wait_for_file(path: &Path) {
-    assert!(
-        wait_until(10, || path.exists()),
-        "{} never appeared",
-        path.display()
-    );
 }
 
 /// Lines of `/proc/*/stat` in state Z, as a busybox shell sees them.

@@ -1,6 +1,9 @@
 //! The runtime-spec lifecycle through the runc-style CLI: create, start,
 //! state, kill, delete, run, and their error paths.
 
+mod common;
+
+use common::wait_for_file;
 use hako_tests::{cgroup_dirs_named, json, mount_count, unique, Bundle, Runtime};
 
 #[test]
@@ -37,11 +40,13 @@ fn run_reports_a_signal_as_128_plus_n() {
 fn run_forwards_signals_to_the_container() {
     let rt = Runtime::new();
     // pid 1 ignores signals it has no handler for, so install one.
-    let b = Bundle::new(&[
+    let mut b = Bundle::new(&[
         "sh",
         "-c",
         "trap 'echo got-term; exit 42' TERM; touch /tmp/ready; while :; do sleep 0.05; done",
     ]);
+    // The default spec mounts the root read-only; the script marks readiness in it.
+    b.edit(|c| c["root"]["readonly"] = json!(false));
     let id = unique("fwd");
     let out = hako_tests::TempDir::new("fwd-out");
     let mut child = rt
@@ -49,12 +54,7 @@ fn run_forwards_signals_to_the_container() {
         .stdout(std::fs::File::create(out.path.join("o")).expect("file"))
         .spawn()
         .expect("spawn run");
-    for _ in 0..500 {
-        if b.rootfs().join("tmp/ready").exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_file(&b.rootfs().join("tmp/ready"));
     // SAFETY: signalling the child we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().expect("wait run");
@@ -122,13 +122,18 @@ fn create_start_state_kill_delete() {
 fn kill_accepts_names_and_numbers() {
     let rt = Runtime::new();
     // pid 1 ignores signals it has no handler for: trap the catchable ones.
-    let b = Bundle::new(&[
+    // The signal must not arrive before the trap is set, so the script marks
+    // when it is.
+    let mut b = Bundle::new(&[
         "sh",
         "-c",
-        "trap 'exit 1' TERM INT; while :; do sleep 0.05; done",
+        "trap 'exit 1' TERM INT; touch /tmp/ready; while :; do sleep 0.05; done",
     ]);
+    b.edit(|c| c["root"]["readonly"] = json!(false));
+    let ready = b.rootfs().join("tmp/ready");
     for (i, sig) in ["TERM", "SIGKILL", "9", "sigint", "15"].iter().enumerate() {
         let id = unique(&format!("kill{i}"));
+        let _ = std::fs::remove_file(&ready);
         rt.ok(&[
             "run",
             "--detach",
@@ -136,6 +141,7 @@ fn kill_accepts_names_and_numbers() {
             &b.path().to_string_lossy(),
             &id,
         ]);
+        wait_for_file(&ready);
         rt.ok(&["kill", &id, sig]);
         rt.wait_status(&id, "stopped");
         rt.ok(&["delete", &id]);

@@ -85,6 +85,15 @@ pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Polls until `path` exists (10 s).
+pub fn wait_for_file(path: &std::path::Path) {
+    assert!(
+        wait_until(10, || path.exists()),
+        "{} never appeared",
+        path.display()
+    );
+}
+
 /// The value of a `Key:\tvalue` line of /proc/PID/status text.
 pub fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
     status
