@@ -36,7 +36,9 @@
 #   of each variant, default 3), R (containers for (2), default 5),
 #   M (hako containers for (3), default 200), PM (podman containers for
 #   (3), default 50; 0 skips), PARTS (which of 1 2 3 to run, default
-#   "1 2 3"), VARIANTS (default "hako podman-crun
+#   "1 2 3"), NET (part (1)'s network for hako and podman: none, the
+#   default, or bridge, each tool's default bridge network with CNI;
+#   ctr always gets a network namespace with loopback only), VARIANTS (default "hako podman-crun
 #   podman-runc ctr-runc ctr-crun"), HUGETLB (move|keep), BIN (a directory
 #   with prebuilt hako, hako-monitor, hako-runtime, hako-init).
 set -euo pipefail
@@ -49,6 +51,8 @@ PM=${PM:-50}
 VARIANTS=${VARIANTS:-hako podman-crun podman-runc ctr-runc ctr-crun}
 HUGETLB=${HUGETLB:-move}
 PARTS=${PARTS:-1 2 3}
+NET=${NET:-none}
+[[ $NET == none || $NET == bridge ]] || { echo "engine.sh: NET must be none or bridge" >&2; exit 1; }
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -79,6 +83,7 @@ IMG=localhost/busybox:latest
 H=("$hako" --root "$work/hako" --runroot "$work/hako-run")
 P=(podman --root "$work/podman" --runroot "$work/podman-run" --cgroup-manager cgroupfs)
 PRUN=(--pull never --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+PRUN1=("${PRUN[@]/#none/$NET}") # part (1)
 ns=hakobench$$
 ctd=$work/containerd
 C=(ctr --address "$ctd/sock" --namespace "$ns")
@@ -167,10 +172,15 @@ cleanup() {
         kill "$ctd_pid" 2>/dev/null; wait "$ctd_pid" 2>/dev/null
     fi
     rmdir /sys/fs/cgroup/*/"$ns" 2>/dev/null
+    # NET=bridge: the default network's bridge outlives the store; drop it
+    # if this run made it.
+    [[ -n $made_bridge ]] && ip link show hako0 >/dev/null 2>&1 && ip link delete hako0 2>/dev/null
     hugetlb_restore
     unmount_under "$work"
     rm -rf "$work"
 }
+made_bridge=
+[[ $NET == bridge ]] && ! ip link show hako0 >/dev/null 2>&1 && made_bridge=1
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -244,9 +254,9 @@ if [[ " ${vs[*]} " == *" podman-crun "* || " ${vs[*]} " == *" ctr-crun "* ]]; th
     fi
 fi
 declare -A cmd_of=(
-    [hako]="hako run --rm --network none"
-    [podman-crun]="podman run --rm --network none, crun"
-    [podman-runc]="podman run --rm --network none, runc"
+    [hako]="hako run --rm --network $NET"
+    [podman-crun]="podman run --rm --network $NET, crun"
+    [podman-runc]="podman run --rm --network $NET, runc"
     [ctr-runc]="ctr run --rm, runc shim + runc"
     [ctr-crun]="ctr run --rm, runc shim + crun"
 )
@@ -254,9 +264,9 @@ one() { # one VARIANT: runs /bin/true once, appends the wall time in µs
     local t0 t1
     t0=$(now_us)
     case $1 in
-    hako) "${H[@]}" run --rm --network none "$IMG" /bin/true ;;
-    podman-crun) "${P[@]}" run --rm "${PRUN[@]}" --runtime crun "$IMG" /bin/true ;;
-    podman-runc) "${P[@]}" run --rm "${PRUN[@]}" --runtime runc "$IMG" /bin/true ;;
+    hako) "${H[@]}" run --rm --network "$NET" "$IMG" /bin/true ;;
+    podman-crun) "${P[@]}" run --rm "${PRUN1[@]}" --runtime crun "$IMG" /bin/true ;;
+    podman-runc) "${P[@]}" run --rm "${PRUN1[@]}" --runtime runc "$IMG" /bin/true ;;
     ctr-runc) "${C[@]}" run --rm --runc-binary "$(command -v runc)" "$IMG" "t$RANDOM$RANDOM" /bin/true ;;
     ctr-crun) "${C[@]}" run --rm --runc-binary "$(command -v crun)" "$IMG" "t$RANDOM$RANDOM" /bin/true ;;
     *) die "unknown variant $1" ;;
@@ -280,8 +290,9 @@ for v in "${vs[@]}"; do
     if [[ $v == hako ]]; then r=; else r="hako/this $(ratio "${med[hako]:-}" "${med[$v]}")"; fi
     printf "    %-40s %8s (%8s)   %s\n" "${cmd_of[$v]}" "${med[$v]}" "${p90[$v]}" "$r"
 done
-[[ -n ${med[hako]:-} && -n ${med[podman-crun]:-} ]] &&
+if [[ -n ${med[hako]:-} && -n ${med[podman-crun]:-} ]]; then
     echo "    issue 6 target: hako <= 0.25x podman; measured $(ratio "${med[hako]}" "${med[podman-crun]}")x podman+crun"
+fi
 
 }
 part 1 && part1
