@@ -25,7 +25,6 @@
 pub mod attach;
 pub mod daemon;
 pub mod logs;
-pub mod procfs;
 pub mod protocol;
 pub mod spawn;
 pub mod time;
@@ -34,8 +33,8 @@ pub use attach::{
     attach_stdio, attach_stdio_with, parse_detach_keys, Attach, AttachError, AttachStdio,
     DEFAULT_DETACH_KEYS,
 };
+pub use hako_procfs::{process_alive, process_start_time};
 pub use logs::{join_partials, read_log, Follow, LogLine, LogRecord, Stream};
-pub use procfs::{process_alive, process_start_time};
 pub use protocol::{ExitRecord, Frame};
 pub use spawn::{spawn, MonitorError, MonitorOptions, Started};
 pub use time::Timestamp;

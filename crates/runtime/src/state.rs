@@ -265,20 +265,8 @@ pub struct Lock {
     _fd: OwnedFd,
 }
 
-/// Reads (state char, start time) from /proc/PID/stat.
-pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    if pid <= 0 {
-        return None;
-    }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: split at the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    // starttime is field 22 overall, i.e. the 20th after the state (field 3).
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
+/// (state char, start time) from /proc/PID/stat.
+pub use hako_procfs::stat as proc_stat;
 
 impl ContainerState {
     /// True while the recorded init process exists and is not a zombie.

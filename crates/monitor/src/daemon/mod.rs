@@ -774,7 +774,7 @@ fn named_process_alive(file: &Path) -> bool {
         it.next().and_then(|p| p.parse::<i32>().ok()),
         it.next().and_then(|s| s.parse::<u64>().ok()),
     ) {
-        (Some(pid), Some(start)) => crate::procfs::process_alive(pid, start),
+        (Some(pid), Some(start)) => hako_procfs::process_alive(pid, start),
         _ => false,
     }
 }
@@ -789,7 +789,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let f = dir.join("attached");
         let me = std::process::id();
-        let start = crate::procfs::process_start_time(me as i32).unwrap_or(0);
+        let start = hako_procfs::process_start_time(me as i32).unwrap_or(0);
         std::fs::write(&f, format!("{me} {start}")).unwrap_or_else(|e| panic!("{e}"));
         assert!(super::named_process_alive(&f));
         std::fs::write(&f, format!("{me} 1")).unwrap_or_else(|e| panic!("{e}"));

@@ -1,10 +1,11 @@
 //! What /proc says of a process: enough to tell a live process from a
-//! reused pid (the engine's lock files and attach marks name processes as
-//! `PID START`).
+//! reused pid (the runtime's state, the engine's lock files and the
+//! monitor's attach marks name processes as `PID START`). No dependencies:
+//! the runtime and the monitor are kept small.
 
-/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot)
-/// and the state letter; None when there is no such process.
-fn stat(pid: i32) -> Option<(char, u64)> {
+/// The state letter and field 22 of `/proc/PID/stat` (start time in clock
+/// ticks since boot); None when there is no such process.
+pub fn stat(pid: i32) -> Option<(char, u64)> {
     if pid <= 0 {
         return None;
     }
