@@ -508,12 +508,7 @@ fn create_dir_chain(
             }
         }
         match std::fs::create_dir(p) {
-            Ok(()) => {
-                created.push(p.to_path_buf());
-                if h.has("cpuset") {
-                    inherit_cpuset(p)?;
-                }
-            }
+            Ok(()) => created.push(p.to_path_buf()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => {
                 return Err(CgroupError::Create {
@@ -521,6 +516,12 @@ fn create_dir_chain(
                     source,
                 })
             }
+        }
+        // Also when the directory was there: another process may have
+        // made it a moment ago and not yet filled it in, and a child
+        // copied from an empty parent refuses every process (ENOSPC).
+        if h.has("cpuset") {
+            inherit_cpuset(p)?;
         }
     }
     Ok(())

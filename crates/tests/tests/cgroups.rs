@@ -1142,3 +1142,37 @@ fn systemd_cgroup_bad_path_is_a_clear_error() {
     );
     assert!(!rt.has_state(&id));
 }
+
+/// A parent cgroup that another process has just made and not yet filled
+/// in (cpuset v1 directories start with no cpus and mems) does not make
+/// the container unrunnable: the runtime fills in every level it goes
+/// through, not only the ones it made. Two runs sharing a new parent (the
+/// containerd namespace, a pod) race like this.
+#[test]
+fn an_empty_cpuset_parent_made_by_someone_else_is_filled_in() {
+    let cpuset = Path::new("/sys/fs/cgroup/cpuset");
+    if !cpuset.join("cpuset.cpus").exists() {
+        eprintln!("no cgroup v1 cpuset hierarchy here; skipped");
+        return;
+    }
+    let parent = unique("hako-test-cpuset-parent");
+    let parent_dir = cpuset.join(&parent);
+    std::fs::create_dir(&parent_dir).expect("mkdir the parent");
+    assert_eq!(
+        read_trim(&parent_dir, "cpuset.cpus"),
+        "",
+        "a new cpuset starts empty"
+    );
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let path = format!("/{parent}/c");
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(path));
+    let (code, _, err) = rt.run_bundle(&b, &unique("cpuset-parent"));
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(read_trim(&parent_dir, "cpuset.cpus"), "");
+    for d in cgroup_dirs_named(&parent) {
+        let _ = std::fs::remove_dir(d.join("c"));
+        let _ = std::fs::remove_dir(&d);
+    }
+    assert!(!parent_dir.exists(), "{} left", parent_dir.display());
+}
