@@ -37,9 +37,9 @@
 #   M (hako containers for (3), default 200), PM (podman containers for
 #   (3), default 50; 0 skips), PARTS (which of 1 2 3 to run, default
 #   "1 2 3"), NET (part (1)'s network for hako and podman: none, the
-#   default, or bridge, each tool's default bridge network with CNI;
-#   ctr always gets a network namespace with loopback only), VARIANTS (default "hako podman-crun
-#   podman-runc ctr-runc ctr-crun"), HUGETLB (move|keep), BIN (a directory
+#   default, or bridge, each tool's default bridge network through CNI;
+#   ctr always gets a namespace with loopback only), VARIANTS (default
+#   "hako podman-crun podman-runc ctr-runc ctr-crun"), HUGETLB (move|keep), BIN (a directory
 #   with prebuilt hako, hako-monitor, hako-runtime, hako-init).
 set -euo pipefail
 

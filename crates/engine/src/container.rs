@@ -1259,10 +1259,8 @@ impl Engine {
     /// the monitor's exit command leaves the cleanup to it (one cleanup,
     /// not two racing for the lock).
     pub fn mark_attached(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
-        let pid = std::process::id() as i32;
-        let start = util::process_start_time(pid).unwrap_or(0);
         let path = self.run_dir(&rec.id).join("attached");
-        util::write_atomic(&path, format!("{pid} {start}").as_bytes()).map_err(|source| {
+        util::write_atomic(&path, hako_procfs::own_mark().as_bytes()).map_err(|source| {
             EngineError::Io {
                 id: rec.id.clone(),
                 what: "writing",
@@ -1278,18 +1276,7 @@ impl Engine {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return false;
         }
-        let path = runroot.join("containers").join(id).join("attached");
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return false;
-        };
-        let mut it = text.split_whitespace();
-        match (
-            it.next().and_then(|p| p.parse::<i32>().ok()),
-            it.next().and_then(|s| s.parse::<u64>().ok()),
-        ) {
-            (Some(pid), Some(start)) => util::process_alive(pid, start),
-            _ => false,
-        }
+        hako_procfs::marked_process_alive(&runroot.join("containers").join(id).join("attached"))
     }
 
     /// Removes every container that is not running, created ones too, as

@@ -109,8 +109,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     })
 }
 
-pub use hako_monitor::{process_alive, process_start_time};
-
 /// Parses docker's byte sizes: `512`, `512b`, `64k`, `512m`, `2g` (binary
 /// units, as docker).
 pub fn parse_bytes(s: &str) -> Option<u64> {

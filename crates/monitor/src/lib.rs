@@ -33,7 +33,6 @@ pub use attach::{
     attach_stdio, attach_stdio_with, parse_detach_keys, Attach, AttachError, AttachStdio,
     DEFAULT_DETACH_KEYS,
 };
-pub use hako_procfs::{process_alive, process_start_time};
 pub use logs::{join_partials, read_log, Follow, LogLine, LogRecord, Stream};
 pub use protocol::{ExitRecord, Frame};
 pub use spawn::{spawn, MonitorError, MonitorOptions, Started};

@@ -372,7 +372,7 @@ impl Runtime {
         drop(exec_status);
         drop(console);
 
-        let pid_start = crate::state::proc_stat(pid).map(|(_, s)| s).unwrap_or(0);
+        let pid_start = hako_procfs::process_start_time(pid).unwrap_or(0);
         let mut state = ContainerState {
             id: opts.id.clone(),
             pid,
@@ -428,7 +428,7 @@ impl Runtime {
             // closed): its own error says why. A live init is still waiting
             // for CgroupJoined, so nothing is read from it (the guard kills
             // it).
-            let init_exited = || matches!(crate::state::proc_stat(pid), None | Some(('Z', _)));
+            let init_exited = || matches!(hako_procfs::stat(pid), None | Some(('Z', _)));
             if joined.is_err() || sent.is_err() {
                 if sent.is_err() || init_exited() {
                     if let Ok(Some((Message::Error(e), _))) = parent_chan.recv_with_fd() {
@@ -499,7 +499,7 @@ impl Runtime {
                     pid = init_pid;
                     guard.child = Some(pid);
                     state.pid = pid;
-                    state.pid_start = crate::state::proc_stat(pid).map(|(_, s)| s).unwrap_or(0);
+                    state.pid_start = hako_procfs::process_start_time(pid).unwrap_or(0);
                     self.store.save(&state)?;
                     state_json = hook_state_json(&opts.id, &config, pid, "created");
                     parent_chan

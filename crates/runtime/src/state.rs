@@ -265,16 +265,10 @@ pub struct Lock {
     _fd: OwnedFd,
 }
 
-/// (state char, start time) from /proc/PID/stat.
-pub use hako_procfs::stat as proc_stat;
-
 impl ContainerState {
     /// True while the recorded init process exists and is not a zombie.
     pub fn is_alive(&self) -> bool {
-        match proc_stat(self.pid) {
-            Some((state, start)) => start == self.pid_start && state != 'Z' && state != 'X',
-            None => false,
-        }
+        hako_procfs::process_alive(self.pid, self.pid_start)
     }
 
     /// The container's current status.
@@ -327,7 +321,7 @@ mod tests {
     #[test]
     fn own_stat_parses() {
         let me = std::process::id() as i32;
-        let (state, start) = proc_stat(me).expect("stat");
+        let (state, start) = hako_procfs::stat(me).expect("stat");
         assert!(state == 'R' || state == 'S');
         assert!(start > 0);
     }

@@ -1158,6 +1158,7 @@ fn an_empty_cpuset_parent_made_by_someone_else_is_filled_in() {
     let parent = unique("hako-test-cpuset-parent");
     let parent_dir = cpuset.join(&parent);
     std::fs::create_dir(&parent_dir).expect("mkdir the parent");
+    let _cleanup = RemoveCgroups(parent.clone());
     assert_eq!(
         read_trim(&parent_dir, "cpuset.cpus"),
         "",
@@ -1170,9 +1171,21 @@ fn an_empty_cpuset_parent_made_by_someone_else_is_filled_in() {
     let (code, _, err) = rt.run_bundle(&b, &unique("cpuset-parent"));
     assert_eq!(code, 0, "{err}");
     assert_ne!(read_trim(&parent_dir, "cpuset.cpus"), "");
-    for d in cgroup_dirs_named(&parent) {
-        let _ = std::fs::remove_dir(d.join("c"));
-        let _ = std::fs::remove_dir(&d);
+    // The container's own cgroup went with it; the parent it did not make
+    // is left to its owner (the guard below).
+    let own = parent_dir.join("c");
+    assert!(!own.exists(), "{} left", own.display());
+}
+
+/// Removes the cgroup `/NAME` (and its child `c`) in every hierarchy, also
+/// when the test failed.
+struct RemoveCgroups(String);
+
+impl Drop for RemoveCgroups {
+    fn drop(&mut self) {
+        for d in cgroup_dirs_named(&self.0) {
+            let _ = std::fs::remove_dir(d.join("c"));
+            let _ = std::fs::remove_dir(&d);
+        }
     }
-    assert!(!parent_dir.exists(), "{} left", parent_dir.display());
 }

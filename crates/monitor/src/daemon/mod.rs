@@ -749,7 +749,7 @@ impl Monitor {
             .args
             .exit_command_unless
             .as_deref()
-            .is_some_and(named_process_alive);
+            .is_some_and(hako_procfs::marked_process_alive);
         if let Some(cmd) = self.args.exit_command.as_ref().filter(|_| !taken_over) {
             // Not waited for: it outlives us and is reparented (and reaped)
             // above; a cleanup command may well wait for this monitor.
@@ -763,42 +763,9 @@ impl Monitor {
     }
 }
 
-/// Whether the process `file` names as `PID START` (START: field 22 of
-/// /proc/PID/stat, so a reused pid does not count) is alive.
-fn named_process_alive(file: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return false;
-    };
-    let mut it = text.split_whitespace();
-    match (
-        it.next().and_then(|p| p.parse::<i32>().ok()),
-        it.next().and_then(|s| s.parse::<u64>().ok()),
-    ) {
-        (Some(pid), Some(start)) => hako_procfs::process_alive(pid, start),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::logfmt_message;
-
-    #[test]
-    fn a_named_process_is_alive_only_with_its_start_time() {
-        let dir = std::env::temp_dir().join(format!("hako-monitor-named-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let f = dir.join("attached");
-        let me = std::process::id();
-        let start = hako_procfs::process_start_time(me as i32).unwrap_or(0);
-        std::fs::write(&f, format!("{me} {start}")).unwrap_or_else(|e| panic!("{e}"));
-        assert!(super::named_process_alive(&f));
-        std::fs::write(&f, format!("{me} 1")).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!super::named_process_alive(&f), "a reused pid counted");
-        std::fs::write(&f, "garbage").unwrap_or_else(|e| panic!("{e}"));
-        assert!(!super::named_process_alive(&f));
-        assert!(!super::named_process_alive(&dir.join("missing")));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     #[test]
     fn takes_the_msg_of_logfmt_lines() {
