@@ -26,6 +26,7 @@
 pub mod attach;
 pub mod cache;
 mod chain;
+pub mod claims;
 pub mod cni;
 pub mod conflist;
 pub mod dns;

@@ -20,6 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::cache::{AttachmentRecord, Cache, CacheError};
 use crate::chain;
+use crate::claims::{Claim, ClaimError, Claims, CLAIMS_DIR};
 use crate::cni::{self, CniError, CniPath};
 use crate::conflist::{self, Network};
 use crate::fsutil::{random_hex, remove_if_exists, write_atomic};
@@ -127,6 +128,11 @@ pub enum StoreError {
         output: String,
     },
     #[error("{source}")]
+    Claims {
+        #[from]
+        source: ClaimError,
+    },
+    #[error("{source}")]
     Cache {
         #[from]
         source: CacheError,
@@ -139,6 +145,8 @@ pub struct NetworkStore {
     root: PathBuf,
     runroot: PathBuf,
     cni: CniPath,
+    /// The host-wide claims of bridges and subnets ([`crate::claims`]).
+    claims_dir: PathBuf,
 }
 
 /// An exclusive hold on the store's lock file.
@@ -155,7 +163,20 @@ impl NetworkStore {
             root: root.into(),
             runroot: runroot.into(),
             cni: CniPath::from_env(),
+            claims_dir: PathBuf::from(CLAIMS_DIR),
         }
+    }
+
+    /// Keeps the host-wide claims of bridges and subnets in `dir` instead
+    /// of [`CLAIMS_DIR`] (stores that share one see each other).
+    pub fn with_claims_dir(mut self, dir: impl Into<PathBuf>) -> NetworkStore {
+        self.claims_dir = dir.into();
+        self
+    }
+
+    /// Takes the host-wide claims lock (after the store's own).
+    fn claims(&self) -> Result<Claims, StoreError> {
+        Ok(Claims::lock(&self.claims_dir)?)
     }
 
     /// Uses these plugin directories instead of the environment's.
@@ -237,19 +258,33 @@ impl NetworkStore {
         if spec.gateway.is_some() && spec.subnet.is_none() {
             return Err(StoreError::GatewayWithoutSubnet { name: name.clone() });
         }
+        // Other stores' networks count as taken as well as this one's.
+        let claims = self.claims()?;
+        self.claim_own(&claims, &existing)?;
+        let others = claims.others(&self.networks_dir());
         let subnet = match spec.subnet {
             Some(subnet) => {
-                if let Some(other) = existing.iter().find(|n| n.subnet.overlaps(&subnet)) {
+                let mine = existing
+                    .iter()
+                    .find(|n| n.subnet.overlaps(&subnet))
+                    .map(|n| (n.name.clone(), n.subnet));
+                let theirs = || {
+                    others
+                        .iter()
+                        .find(|c| c.subnet.overlaps(&subnet))
+                        .map(|c| (c.describe(), c.subnet))
+                };
+                if let Some((other, other_subnet)) = mine.or_else(theirs) {
                     return Err(StoreError::Overlap {
                         name: name.clone(),
                         subnet,
-                        other: other.name.clone(),
-                        other_subnet: other.subnet,
+                        other,
+                        other_subnet,
                     });
                 }
                 subnet
             }
-            None => allocate_subnet(name, &existing, default)?,
+            None => allocate_subnet(name, &existing, &others, default)?,
         };
         let gateway = match spec.gateway {
             Some(gw) if !subnet.is_host(gw) => {
@@ -269,16 +304,21 @@ impl NetworkStore {
         let bridge = match &spec.bridge {
             Some(b) => {
                 validate_bridge(name, b)?;
-                if let Some(other) = existing.iter().find(|n| &n.bridge == b) {
+                let mine = existing
+                    .iter()
+                    .find(|n| &n.bridge == b)
+                    .map(|n| n.name.clone());
+                let theirs = || others.iter().find(|c| &c.bridge == b).map(Claim::describe);
+                if let Some(other) = mine.or_else(theirs) {
                     return Err(StoreError::BridgeTaken {
                         name: name.clone(),
                         bridge: b.clone(),
-                        other: other.name.clone(),
+                        other,
                     });
                 }
                 b.clone()
             }
-            None => allocate_bridge(&existing, default),
+            None => allocate_bridge(&existing, &others, default),
         };
         let path = self.config_path(name);
         let net = Network {
@@ -306,12 +346,31 @@ impl NetworkStore {
             path: path.clone(),
             source: e.into(),
         })?;
-        write_atomic(&path, &data).map_err(|source| StoreError::Io {
-            op: "writing",
-            path,
-            source,
-        })?;
+        claims.claim(&net.bridge, &path)?;
+        if let Err(source) = write_atomic(&path, &data) {
+            claims.release(&net.bridge, &path);
+            return Err(StoreError::Io {
+                op: "writing",
+                path,
+                source,
+            });
+        }
         Ok(net)
+    }
+
+    /// Claims this store's networks that have no claim yet (made before
+    /// claims existed, or before a reboot emptied them); a bridge another
+    /// store claimed meanwhile is left to it.
+    fn claim_own(&self, claims: &Claims, existing: &[Network]) -> Result<(), StoreError> {
+        let others = claims.others(&self.networks_dir());
+        for n in existing {
+            if !claims.holds(&n.bridge, &n.config_path)
+                && !others.iter().any(|c| c.bridge == n.bridge)
+            {
+                claims.claim(&n.bridge, &n.config_path)?;
+            }
+        }
+        Ok(())
     }
 
     /// The newest spec version both hako and the installed `bridge` plugin
@@ -477,9 +536,13 @@ impl NetworkStore {
         let path = self.config_path(name);
         remove_if_exists(&path).map_err(|source| StoreError::Io {
             op: "removing",
-            path,
+            path: path.clone(),
             source,
-        })
+        })?;
+        if let Ok(claims) = self.claims() {
+            claims.release(&net.bridge, &path);
+        }
+        Ok(())
     }
 }
 
@@ -542,9 +605,15 @@ fn pool() -> Ipv4Net {
         .unwrap_or(Ipv4Net::raw(Ipv4Addr::new(10, 90, 0, 0), 16))
 }
 
-/// The first /24 of the pool free of stored networks and host routes.
+/// The first /24 of the pool free of stored networks, other stores' claims
+/// and host routes.
 /// The pool's first /24 is kept for the default network.
-fn allocate_subnet(name: &str, existing: &[Network], default: bool) -> Result<Ipv4Net, StoreError> {
+fn allocate_subnet(
+    name: &str,
+    existing: &[Network],
+    others: &[Claim],
+    default: bool,
+) -> Result<Ipv4Net, StoreError> {
     let pool = pool();
     let routes = host_routes();
     let base = u32::from(pool.network());
@@ -554,6 +623,7 @@ fn allocate_subnet(name: &str, existing: &[Network], default: bool) -> Result<Ip
         .map(|i| Ipv4Net::raw(Ipv4Addr::from(base + (i << 8)), 24))
         .find(|cand| {
             !existing.iter().any(|n| n.subnet.overlaps(cand))
+                && !others.iter().any(|c| c.subnet.overlaps(cand))
                 && !routes.iter().any(|r| r.overlaps(cand))
         })
         .ok_or(StoreError::NoFreeSubnet {
@@ -562,14 +632,15 @@ fn allocate_subnet(name: &str, existing: &[Network], default: bool) -> Result<Ip
         })
 }
 
-/// The first `hakoN` no stored network uses and no host link has; N starts
-/// at 1, `hako0` being the default network's.
-fn allocate_bridge(existing: &[Network], default: bool) -> String {
+/// The first `hakoN` no stored network uses, no other store claimed and no
+/// host link has; N starts at 1, `hako0` being the default network's.
+fn allocate_bridge(existing: &[Network], others: &[Claim], default: bool) -> String {
     let first = if default { 0 } else { 1 };
     (first..)
         .map(|n| format!("hako{n}"))
         .find(|b| {
             !existing.iter().any(|n| &n.bridge == b)
+                && !others.iter().any(|c| &c.bridge == b)
                 && !Path::new("/sys/class/net").join(b).exists()
         })
         .unwrap_or_else(|| DEFAULT_BRIDGE.to_string())

@@ -160,7 +160,9 @@ fn create_list_inspect_remove() {
 #[test]
 fn default_network_is_created_once() {
     require_root();
-    let env = Env::new("default");
+    let mut env = Env::new("default");
+    // Claims of its own: a real store on this host may hold hako0.
+    env.store = env.store.clone().with_claims_dir(env.dir.join("claims"));
     let d = env.store.default_network().expect("default network");
     assert_eq!(d.name, "hako");
     assert_eq!(d.bridge, "hako0");
@@ -214,6 +216,90 @@ fn concurrent_creators_get_distinct_subnets_and_bridges() {
         .filter(|n| n.contains(".tmp."))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn stores_on_different_roots_never_share_a_bridge_or_subnet() {
+    require_root();
+    let env = Env::new("roots");
+    let claims = env.dir.join("claims");
+    // Four engines with their own --root, all making their default
+    // network and two more at once: nothing is attached, so no bridge
+    // exists yet for the kernel to tell them apart.
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let dir = env.dir.join(format!("store{t}"));
+            let claims = claims.clone();
+            let prefix = env.name(&format!("r{t}"));
+            std::thread::spawn(move || {
+                let store =
+                    NetworkStore::new(dir.join("root"), dir.join("run")).with_claims_dir(claims);
+                let mut nets = vec![store.default_network().expect("default")];
+                for i in 0..2 {
+                    nets.push(
+                        store
+                            .create(&spec(&format!("{prefix}-{i}")))
+                            .expect("create"),
+                    );
+                }
+                (store, nets)
+            })
+        })
+        .collect();
+    let made: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("a creator thread"))
+        .collect();
+    let nets: Vec<_> = made.iter().flat_map(|(_, n)| n.clone()).collect();
+    let mut subnets: Vec<_> = nets.iter().map(|n| n.subnet).collect();
+    let mut bridges: Vec<_> = nets.iter().map(|n| n.bridge.clone()).collect();
+    subnets.sort();
+    subnets.dedup();
+    bridges.sort();
+    bridges.dedup();
+    assert_eq!(subnets.len(), 12, "{nets:?}");
+    assert_eq!(bridges.len(), 12, "{nets:?}");
+    // An explicit bridge or subnet another root holds is refused, naming it.
+    let (first, theirs) = &made[0];
+    let (second, _) = &made[1];
+    let e = second
+        .create(&NetworkSpec {
+            bridge: Some(theirs[1].bridge.clone()),
+            ..spec(&env.name("taken"))
+        })
+        .expect_err("a bridge of another store");
+    assert!(matches!(e, StoreError::BridgeTaken { .. }), "{e}");
+    assert!(e.to_string().contains(&theirs[1].name), "{e}");
+    let e = second
+        .create(&NetworkSpec {
+            subnet: Some(theirs[1].subnet),
+            ..spec(&env.name("taken"))
+        })
+        .expect_err("a subnet of another store");
+    assert!(matches!(e, StoreError::Overlap { .. }), "{e}");
+    // Removed, a network's bridge and subnet are free for the others.
+    first.remove(&theirs[1].name, false).expect("remove");
+    let n = second
+        .create(&NetworkSpec {
+            bridge: Some(theirs[1].bridge.clone()),
+            subnet: Some(theirs[1].subnet),
+            ..spec(&env.name("reused"))
+        })
+        .expect("the freed bridge and subnet");
+    assert_eq!(n.bridge, theirs[1].bridge);
+    for (store, nets) in &made {
+        for n in nets {
+            let _ = store.remove(&n.name, true);
+        }
+    }
+    let _ = second.remove(&n.name, true);
+    let left: Vec<_> = std::fs::read_dir(&claims)
+        .expect("claims")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "claims left: {left:?}");
 }
 
 #[test]
