@@ -8,13 +8,13 @@
 //! bridge exists only after its first container attached. A claim whose
 //! conflist is gone, or no longer names that bridge, is stale and removed.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use crate::conflist;
-use crate::fsutil::random_hex;
+use crate::fsutil::{lock_file, random_hex};
 use crate::subnet::Ipv4Net;
 
 /// Where the host's claims live (tmpfs: bridges do not survive a reboot
@@ -70,17 +70,7 @@ impl Claims {
                 .map_err(err("creating", dir))?;
         }
         let path = dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(err("opening", &path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| ClaimError {
-            op: "locking",
-            path: path.clone(),
-            source: errno.into(),
-        })?;
+        let lock = lock_file(&path).map_err(|(op, source)| ClaimError { op, path, source })?;
         Ok(Claims {
             dir: dir.to_path_buf(),
             _lock: lock,

@@ -1,7 +1,10 @@
 //! Small file helpers: atomic writes, random ids.
 
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// Writes `data` to `path` through a temporary file in the same directory
 /// and a rename, so readers see the old or the new content, never a part.
@@ -41,4 +44,16 @@ pub(crate) fn remove_if_exists(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Opens (creating) `path` and takes an exclusive flock on it, blocking;
+/// on failure, what failed ("opening" or "locking") and why.
+pub(crate) fn lock_file(path: &Path) -> Result<Flock<File>, (&'static str, std::io::Error)> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| ("opening", e))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| ("locking", errno.into()))
 }

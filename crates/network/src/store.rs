@@ -10,20 +10,20 @@
 //! - `<runroot>/netns/<name>`: persistent network namespaces.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use crate::cache::{AttachmentRecord, Cache, CacheError};
 use crate::chain;
 use crate::claims::{Claim, ClaimError, Claims, CLAIMS_DIR};
 use crate::cni::{self, CniError, CniPath};
 use crate::conflist::{self, Network};
-use crate::fsutil::{random_hex, remove_if_exists, write_atomic};
+use crate::fsutil::{lock_file, random_hex, remove_if_exists, write_atomic};
 use crate::netns::is_netns;
 use crate::subnet::Ipv4Net;
 
@@ -65,11 +65,6 @@ pub enum StoreError {
         op: &'static str,
         path: PathBuf,
         source: std::io::Error,
-    },
-    #[error("locking {path}: flock: {source}")]
-    Lock {
-        path: PathBuf,
-        source: nix::errno::Errno,
     },
     #[error("invalid network name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
@@ -222,18 +217,7 @@ impl NetworkStore {
             source,
         })?;
         let path = dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| StoreError::Io {
-                op: "opening",
-                path: path.clone(),
-                source,
-            })?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, source)| StoreError::Lock { path, source })?;
+        let lock = lock_file(&path).map_err(|(op, source)| StoreError::Io { op, path, source })?;
         Ok(StoreLock { _lock: lock })
     }
 

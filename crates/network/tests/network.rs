@@ -174,6 +174,13 @@ fn default_network_is_created_once() {
     // No attach here: hako0 is the real engine's bridge name.
 }
 
+/// How many different subnets and bridges `nets` have.
+fn distinct_subnets_and_bridges(nets: &[hako_network::conflist::Network]) -> (usize, usize) {
+    let subnets: std::collections::BTreeSet<_> = nets.iter().map(|n| n.subnet).collect();
+    let bridges: std::collections::BTreeSet<_> = nets.iter().map(|n| &n.bridge).collect();
+    (subnets.len(), bridges.len())
+}
+
 #[test]
 fn concurrent_creators_get_distinct_subnets_and_bridges() {
     require_root();
@@ -200,14 +207,7 @@ fn concurrent_creators_get_distinct_subnets_and_bridges() {
         .into_iter()
         .flat_map(|t| t.join().expect("a creator thread"))
         .collect();
-    let mut subnets: Vec<_> = nets.iter().map(|n| n.subnet).collect();
-    let mut bridges: Vec<_> = nets.iter().map(|n| n.bridge.clone()).collect();
-    subnets.sort();
-    subnets.dedup();
-    bridges.sort();
-    bridges.dedup();
-    assert_eq!(subnets.len(), 12, "{subnets:?}");
-    assert_eq!(bridges.len(), 12, "{bridges:?}");
+    assert_eq!(distinct_subnets_and_bridges(&nets), (12, 12), "{nets:?}");
     assert_eq!(env.store.list().expect("list").len(), 12);
     let leftovers: Vec<_> = std::fs::read_dir(env.store.networks_dir())
         .expect("listing")
@@ -251,14 +251,7 @@ fn stores_on_different_roots_never_share_a_bridge_or_subnet() {
         .map(|t| t.join().expect("a creator thread"))
         .collect();
     let nets: Vec<_> = made.iter().flat_map(|(_, n)| n.clone()).collect();
-    let mut subnets: Vec<_> = nets.iter().map(|n| n.subnet).collect();
-    let mut bridges: Vec<_> = nets.iter().map(|n| n.bridge.clone()).collect();
-    subnets.sort();
-    subnets.dedup();
-    bridges.sort();
-    bridges.dedup();
-    assert_eq!(subnets.len(), 12, "{nets:?}");
-    assert_eq!(bridges.len(), 12, "{nets:?}");
+    assert_eq!(distinct_subnets_and_bridges(&nets), (12, 12), "{nets:?}");
     // An explicit bridge or subnet another root holds is refused, naming it.
     let (first, theirs) = &made[0];
     let (second, _) = &made[1];
