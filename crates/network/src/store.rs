@@ -154,9 +154,12 @@ impl NetworkStore {
     /// and `runroot` (tmpfs, e.g. /run/hako). Plugins are searched in
     /// `$HAKO_CNI_PATH` or /usr/lib/cni. Nothing is touched on disk yet.
     pub fn new(root: impl Into<PathBuf>, runroot: impl Into<PathBuf>) -> NetworkStore {
+        // Absolute, so the host-wide claims (symlinks) point at this store
+        // from anywhere.
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
         NetworkStore {
-            root: root.into(),
-            runroot: runroot.into(),
+            root: absolute(root.into()),
+            runroot: absolute(runroot.into()),
             cni: CniPath::from_env(),
             claims_dir: PathBuf::from(CLAIMS_DIR),
         }
@@ -679,6 +682,18 @@ fn delete_bridge(net: &Network) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_roots_are_made_absolute() {
+        let s = NetworkStore::new("rel/root", "rel/run");
+        assert!(
+            s.networks_dir().is_absolute(),
+            "{}",
+            s.networks_dir().display()
+        );
+        assert!(s.netns_path("x").is_absolute());
+        assert!(s.networks_dir().ends_with("rel/root/networks"));
+    }
 
     #[test]
     fn names() {
