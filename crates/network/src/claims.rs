@@ -54,13 +54,15 @@ pub struct ClaimError {
     pub source: std::io::Error,
 }
 
+/// An error mapper for `op` on `path`.
+fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ClaimError {
+    let path = path.to_path_buf();
+    move |source| ClaimError { op, path, source }
+}
+
 impl Claims {
     /// Takes the host-wide lock, creating `dir` (mode 0700) first.
     pub fn lock(dir: &Path) -> Result<Claims, ClaimError> {
-        let err = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ClaimError { op, path, source }
-        };
         {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -78,7 +80,9 @@ impl Claims {
     }
 
     /// The live claims whose conflist is not in `own_dir` (the caller's
-    /// store); stale claims are removed on the way.
+    /// store); stale claims are removed on the way, and so are temporary
+    /// links a killed claimer left (under the lock, nobody else is making
+    /// one).
     pub fn others(&self, own_dir: &Path) -> Vec<Claim> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -86,7 +90,11 @@ impl Claims {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let bridge = entry.file_name().to_string_lossy().into_owned();
+            if bridge == ".lock" {
+                continue;
+            }
             if bridge.starts_with('.') {
+                let _ = std::fs::remove_file(entry.path());
                 continue;
             }
             match self.read(&bridge) {
@@ -120,10 +128,6 @@ impl Claims {
     /// (replacing a stale or own claim; the caller checked [`Self::others`]).
     pub fn claim(&self, bridge: &str, conflist: &Path) -> Result<(), ClaimError> {
         let link = self.dir.join(bridge);
-        let err = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ClaimError { op, path, source }
-        };
         let tmp = self.dir.join(format!(
             ".{bridge}.{}.{}",
             std::process::id(),
@@ -142,9 +146,8 @@ impl Claims {
 
     /// Drops the claim of `bridge` if it is `conflist`'s.
     pub fn release(&self, bridge: &str, conflist: &Path) {
-        let link = self.dir.join(bridge);
-        if std::fs::read_link(&link).ok().as_deref() == Some(conflist) {
-            let _ = std::fs::remove_file(&link);
+        if self.holds(bridge, conflist) {
+            let _ = std::fs::remove_file(self.dir.join(bridge));
         }
     }
 
@@ -215,6 +218,12 @@ mod tests {
         std::fs::remove_dir_all(&a).expect("rm");
         assert!(claims.others(&b).is_empty());
         assert!(!claims_dir.join("hako0").exists());
+        // A temporary link a killed claimer left goes; the lock file stays.
+        let leftover = claims_dir.join(".hako7.1.00000000");
+        std::os::unix::fs::symlink(&pb, &leftover).expect("symlink");
+        claims.others(&b);
+        assert!(leftover.symlink_metadata().is_err(), "leftover kept");
+        assert!(claims_dir.join(".lock").exists());
         // Release only drops the caller's own claim.
         claims.claim("hako1", &pb).expect("claim");
         claims.release("hako1", &pa);

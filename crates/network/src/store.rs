@@ -247,8 +247,8 @@ impl NetworkStore {
         }
         // Other stores' networks count as taken as well as this one's.
         let claims = self.claims()?;
-        self.claim_own(&claims, &existing)?;
         let others = claims.others(&self.networks_dir());
+        claim_own(&claims, &existing, &others)?;
         let subnet = match spec.subnet {
             Some(subnet) => {
                 let mine = existing
@@ -343,21 +343,6 @@ impl NetworkStore {
             });
         }
         Ok(net)
-    }
-
-    /// Claims this store's networks that have no claim yet (made before
-    /// claims existed, or before a reboot emptied them); a bridge another
-    /// store claimed meanwhile is left to it.
-    fn claim_own(&self, claims: &Claims, existing: &[Network]) -> Result<(), StoreError> {
-        let others = claims.others(&self.networks_dir());
-        for n in existing {
-            if !claims.holds(&n.bridge, &n.config_path)
-                && !others.iter().any(|c| c.bridge == n.bridge)
-            {
-                claims.claim(&n.bridge, &n.config_path)?;
-            }
-        }
-        Ok(())
     }
 
     /// The newest spec version both hako and the installed `bridge` plugin
@@ -590,6 +575,19 @@ fn pool() -> Ipv4Net {
     SUBNET_POOL
         .parse()
         .unwrap_or(Ipv4Net::raw(Ipv4Addr::new(10, 90, 0, 0), 16))
+}
+
+/// Claims this store's networks that have no claim yet (made before claims
+/// existed, or before a reboot emptied them); a bridge another store
+/// claimed meanwhile (`others`) is left to it.
+fn claim_own(claims: &Claims, existing: &[Network], others: &[Claim]) -> Result<(), ClaimError> {
+    for n in existing {
+        if !claims.holds(&n.bridge, &n.config_path) && !others.iter().any(|c| c.bridge == n.bridge)
+        {
+            claims.claim(&n.bridge, &n.config_path)?;
+        }
+    }
+    Ok(())
 }
 
 /// The first /24 of the pool free of stored networks, other stores' claims

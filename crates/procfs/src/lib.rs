@@ -12,7 +12,7 @@ pub fn stat(pid: i32) -> Option<(char, u64)> {
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces.
-    let rest = &text[text.rfind(')')? + 2..];
+    let rest = text.get(text.rfind(')')? + 2..)?;
     let mut fields = rest.split(' ');
     let state = fields.next()?.chars().next()?;
     let start = fields.nth(18)?.parse().ok()?;
