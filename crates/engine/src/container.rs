@@ -299,18 +299,24 @@ impl Engine {
     /// The container's status, read from its run dir.
     pub fn status(&self, rec: &ContainerRecord) -> Status {
         let run = self.run_dir(&rec.id);
-        if let Ok(Some(e)) = ExitRecord::read(&run) {
-            return Status::Exited {
+        let exited = || match ExitRecord::read(&run) {
+            Ok(Some(e)) => Some(Status::Exited {
                 code: e.exit_code,
                 finished_at: e.finished_at,
-            };
+            }),
+            _ => None,
+        };
+        if let Some(s) = exited() {
+            return s;
         }
         let started = run.join("started").exists();
         match (monitor_alive(&run), started) {
             (true, true) => Status::Running,
             (true, false) => Status::Created { monitor: true },
-            (false, true) => Status::Dead,
-            (false, false) => Status::Created { monitor: false },
+            // A monitor writes the exit record right before it exits: one
+            // that exited since the first look has left it.
+            (false, true) => exited().unwrap_or(Status::Dead),
+            (false, false) => exited().unwrap_or(Status::Created { monitor: false }),
         }
     }
 

@@ -1199,3 +1199,35 @@ fn detach_keys_leave_the_container_running() {
     );
     assert_clean(&h, &[id]);
 }
+
+/// Attach clients that vanish while the container floods output (their
+/// sockets fail mid-write, in the same poll round as their hang-up) leave
+/// the monitor running, and a later attach still sees the output.
+#[test]
+fn attach_clients_vanishing_mid_output_leave_the_monitor_running() {
+    let h = hako_with_busybox();
+    let script = "while :; do echo flood-line; done";
+    h.ok(&["run", "-d", "--name", "fl", IMG, "sh", "-c", script]);
+    let id = inspect(&h, "fl")["Id"].as_str().expect("id").to_string();
+    for round in 0..30 {
+        let mut c = h
+            .cmd(&["attach", "--no-stdin", "fl"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn attach");
+        let mut got = [0u8; 64];
+        let read = c.stdout.take().expect("stdout").read_exact(&mut got);
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(read.is_ok(), "round {round}: attach saw no output");
+        assert_eq!(
+            inspect(&h, "fl")["State"]["Status"],
+            "running",
+            "round {round}: the monitor died with its attach client"
+        );
+    }
+    h.ok(&["rm", "-f", "fl"]);
+    assert_clean(&h, &[id]);
+}

@@ -181,6 +181,9 @@ struct Output {
 struct Client {
     sock: UnixStream,
     inbuf: Vec<u8>,
+    /// A write or read failed: dropped at the end of the poll round (not
+    /// before, as the round's poll entries are matched to clients by index).
+    gone: bool,
 }
 
 struct Monitor {
@@ -595,18 +598,18 @@ impl Monitor {
                 self.flush_stdin();
             }
             if self.stdin_pending.is_empty() && fds.len() > first_client {
+                // fds[first_client + i] is clients[i]: clients accepted in
+                // this round come after them, and none is removed before
+                // the round ends.
                 let ready: Vec<bool> = fds[first_client..].iter().map(|p| p.revents != 0).collect();
-                let mut gone = Vec::new();
                 for (i, r) in ready.into_iter().enumerate() {
-                    if r && !self.read_client(i) {
-                        gone.push(i);
+                    if r && !self.clients[i].gone && !self.read_client(i) {
+                        self.clients[i].gone = true;
                     }
-                }
-                for i in gone.into_iter().rev() {
-                    self.clients.remove(i);
                 }
                 self.flush_stdin();
             }
+            self.clients.retain(|c| !c.gone);
         }
         self.finish();
     }
@@ -626,6 +629,7 @@ impl Monitor {
                 self.clients.push(Client {
                     sock,
                     inbuf: Vec::new(),
+                    gone: false,
                 });
             }
         }
@@ -645,7 +649,9 @@ impl Monitor {
         self.frame.clear();
         protocol::encode_frame(kind, &self.buf[..n], &mut self.frame);
         let frame = &self.frame;
-        self.clients.retain_mut(|c| c.sock.write_all(frame).is_ok());
+        for c in self.clients.iter_mut().filter(|c| !c.gone) {
+            c.gone = c.sock.write_all(frame).is_err();
+        }
         true
     }
 
