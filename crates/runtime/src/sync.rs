@@ -206,6 +206,7 @@ impl Channel {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let mut buf = vec![0u8; 65536];
         let mut space = nix::cmsg_space!([RawFd; 1]);
+        let mut reset_seen = false;
         loop {
             let mut iov = [io::IoSliceMut::new(&mut buf)];
             let msg = match recvmsg::<()>(
@@ -216,6 +217,13 @@ impl Channel {
             ) {
                 Ok(msg) => msg,
                 Err(nix::errno::Errno::EINTR) => continue,
+                // The other side closed with messages of ours unread. A
+                // seqpacket socket reports that (once) before the messages
+                // it queued before closing, such as its error: read on.
+                Err(nix::errno::Errno::ECONNRESET) if !reset_seen => {
+                    reset_seen = true;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
             let mut fd = None;
@@ -293,5 +301,21 @@ mod tests {
         a.send(&Message::Ready).expect("send");
         let (m, fd) = b.recv_with_fd().expect("recv").expect("a message");
         assert_eq!((m, fd.is_none()), (Message::Ready, true));
+    }
+
+    /// A side that exits with messages of ours unread resets the socket;
+    /// its last words, queued before it closed, are still read.
+    #[test]
+    fn last_message_of_a_side_that_left_unread_messages() {
+        let (parent, init) = Channel::pair().expect("pair");
+        parent.send(&Message::Go("1".into())).expect("send go");
+        init.send(&Message::Error("refused".into()))
+            .expect("send error");
+        drop(init);
+        assert_eq!(
+            parent.recv().expect("recv after a reset"),
+            Some(Message::Error("refused".into()))
+        );
+        assert_eq!(parent.recv().expect("recv at the end"), None);
     }
 }
