@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use hako_engine::{ContainerRecord, CreateOptions, Engine, EngineError, Status};
 use hako_image::store::ImageRecord;
 
+use crate::stdout::{out, outln};
 use crate::Error;
 
 /// docker's exit codes for what went wrong before the container ran.
@@ -255,7 +256,10 @@ fn create_failure_code(e: &EngineError) -> i32 {
     }
     if msg.contains("No such file") || msg.contains("not found") || msg.contains("no such file") {
         EXIT_NOT_FOUND
-    } else if msg.contains("ermission denied") || msg.contains("not executable") {
+    } else if msg.contains("ermission denied")
+        || msg.contains("not executable")
+        || msg.contains("is a directory")
+    {
         EXIT_CANNOT_INVOKE
     } else {
         EXIT_ENGINE
@@ -281,7 +285,7 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
         }
     };
     if !start {
-        println!("{}", rec.id);
+        outln!("{}", rec.id);
         return Ok(0);
     }
     if a.detach {
@@ -290,7 +294,7 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
             let _ = engine.remove(&rec, true);
             return Ok(EXIT_ENGINE);
         }
-        println!("{}", rec.id);
+        outln!("{}", rec.id);
         return Ok(0);
     }
     let run_dir = engine.run_dir(&rec.id);
@@ -421,7 +425,7 @@ pub fn start(
     let mut code = 0;
     for n in names {
         match engine.find(n).and_then(|r| engine.start(&r)) {
-            Ok(()) => println!("{n}"),
+            Ok(()) => outln!("{n}"),
             Err(e) => {
                 report(&e);
                 code = EXIT_ENGINE;
@@ -471,7 +475,7 @@ fn each(
     let mut code = 0;
     for n in names {
         match f(n) {
-            Ok(()) => println!("{n}"),
+            Ok(()) => outln!("{n}"),
             Err(e) => {
                 report(&e);
                 code = EXIT_ENGINE;
@@ -486,7 +490,7 @@ pub fn wait(root: &Path, runroot: &Path, names: &[String]) -> Result<i32, Error>
     let mut code = 0;
     for n in names {
         match engine.find(n).and_then(|r| engine.wait(&r)) {
-            Ok(c) => println!("{c}"),
+            Ok(c) => outln!("{c}"),
             Err(e) => {
                 report(&e);
                 code = EXIT_ENGINE;
@@ -532,7 +536,7 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
     }
     if a.quiet {
         for (r, _) in &rows {
-            println!("{}", if a.no_trunc { &r.id[..] } else { &r.id[..12] });
+            outln!("{}", if a.no_trunc { &r.id[..] } else { &r.id[..12] });
         }
         return Ok(0);
     }
@@ -550,7 +554,7 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
     if let Some(f) = &a.format {
@@ -561,7 +565,8 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
         out,
         "{:<14}{:<30}{:<24}{:<16}{:<28}NAMES",
         "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
-    )?;
+    )
+    .unwrap_or_else(|e| crate::stdout::failed(&e));
     for (r, st) in &rows {
         let mut cmd = r.args.join(" ");
         if !a.no_trunc && cmd.chars().count() > 20 {
@@ -576,7 +581,8 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
             hako_engine::util::ago(r.created),
             status_text(&engine, r, st),
             r.name
-        )?;
+        )
+        .unwrap_or_else(|e| crate::stdout::failed(&e));
     }
     Ok(0)
 }
@@ -656,7 +662,7 @@ pub fn inspect(root: &Path, runroot: &Path, names: &[String]) -> Result<i32, Err
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(code)
 }
 
@@ -699,14 +705,19 @@ pub fn logs(
             hako_monitor::Stream::Stdout => &mut stdout,
             hako_monitor::Stream::Stderr => &mut stderr,
         };
-        if timestamps {
-            write!(out, "{} ", line.timestamp.to_rfc3339())?;
+        let written = (|| {
+            if timestamps {
+                write!(out, "{} ", line.timestamp.to_rfc3339())?;
+            }
+            out.write_all(&line.content)?;
+            if line.complete {
+                out.write_all(b"\n")?;
+            }
+            out.flush()
+        })();
+        if let Err(e) = written {
+            crate::stdout::failed(&e);
         }
-        out.write_all(&line.content)?;
-        if line.complete {
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
     }
     Ok(0)
 }
@@ -754,7 +765,7 @@ pub fn container_cmd(root: &Path, runroot: &Path, c: ContainerCommand) -> Result
         ContainerCommand::Prune { .. } => {
             let engine = engine(root, runroot)?;
             for id in engine.prune()? {
-                println!("{id}");
+                outln!("{id}");
             }
             Ok(0)
         }
@@ -852,23 +863,23 @@ pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, 
     match c {
         VolumeCommand::Create { label, name } => {
             let v = vols.create(name.as_deref(), &label, false, false)?;
-            println!("{}", v.name);
+            outln!("{}", v.name);
             Ok(0)
         }
         VolumeCommand::Ls { quiet, format } => {
             let list = vols.list()?;
             if quiet {
                 for v in &list {
-                    println!("{}", v.name);
+                    outln!("{}", v.name);
                 }
             } else if format.as_deref() == Some("json") {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if let Some(f) = format {
                 return Err(format!("--format {f:?}: only json is supported").into());
             } else {
-                println!("{:<10}VOLUME NAME", "DRIVER");
+                outln!("{:<10}VOLUME NAME", "DRIVER");
                 for v in &list {
-                    println!("{:<10}{}", v.driver, v.name);
+                    outln!("{:<10}{}", v.driver, v.name);
                 }
             }
             Ok(0)
@@ -878,7 +889,7 @@ pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, 
             for n in &names {
                 out.push(vols.inspect(n)?);
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
         }
         VolumeCommand::Rm { force, names } => {
@@ -898,7 +909,7 @@ pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, 
                     Ok(())
                 })();
                 match r {
-                    Ok(()) => println!("{n}"),
+                    Ok(()) => outln!("{n}"),
                     Err(e) => {
                         report(&e);
                         code = EXIT_ENGINE;
@@ -911,7 +922,7 @@ pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, 
             for v in vols.list()? {
                 if engine.volume_users(&v.name)?.is_empty() {
                     vols.remove(&v.name, &[])?;
-                    println!("{}", v.name);
+                    outln!("{}", v.name);
                 }
             }
             Ok(0)
@@ -1005,7 +1016,7 @@ pub fn pod_cmd(root: &Path, runroot: &Path, c: PodCommand) -> Result<i32, Error>
             let mut code = 0;
             for n in names {
                 match engine.find_pod(n).and_then(|p| f(&p)) {
-                    Ok(()) => println!("{n}"),
+                    Ok(()) => outln!("{n}"),
                     Err(e) => {
                         report(&e);
                         code = EXIT_ENGINE;
@@ -1031,28 +1042,31 @@ pub fn pod_cmd(root: &Path, runroot: &Path, c: PodCommand) -> Result<i32, Error>
                 labels: label,
                 hostname,
             })?;
-            println!("{}", p.id);
+            outln!("{}", p.id);
             Ok(0)
         }
         PodCommand::Ps { quiet, format } => {
             let pods = engine.pods()?;
             if quiet {
                 for p in &pods {
-                    println!("{}", &p.id[..12]);
+                    outln!("{}", &p.id[..12]);
                 }
             } else if format.as_deref() == Some("json") {
                 let v: Vec<_> = pods.iter().map(|p| pod_json(&engine, p)).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else if let Some(f) = format {
                 return Err(format!("--format {f:?}: only json is supported").into());
             } else {
-                println!(
+                outln!(
                     "{:<14}{:<24}{:<10}{:<16}# OF CONTAINERS",
-                    "POD ID", "NAME", "STATUS", "CREATED"
+                    "POD ID",
+                    "NAME",
+                    "STATUS",
+                    "CREATED"
                 );
                 for p in &pods {
                     let (state, n) = pod_status(&engine, p);
-                    println!(
+                    outln!(
                         "{:<14}{:<24}{:<10}{:<16}{}",
                         &p.id[..12],
                         p.name,
@@ -1069,7 +1083,7 @@ pub fn pod_cmd(root: &Path, runroot: &Path, c: PodCommand) -> Result<i32, Error>
             for n in &pods {
                 out.push(pod_json(&engine, &engine.find_pod(n)?));
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
         }
         PodCommand::Start { pods } => Ok(each_pod(&pods, &|p| engine.start_pod(p))),
@@ -1144,26 +1158,29 @@ pub fn network_cmd(root: &Path, runroot: &Path, c: NetworkCommand) -> Result<i32
                 labels,
                 bridge: None,
             })?;
-            println!("{}", n.name);
+            outln!("{}", n.name);
             Ok(0)
         }
         NetworkCommand::Ls { quiet, format } => {
             let list = nets.list()?;
             if quiet {
                 for n in &list {
-                    println!("{}", n.name);
+                    outln!("{}", n.name);
                 }
             } else if format.as_deref() == Some("json") {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if let Some(f) = format {
                 return Err(format!("--format {f:?}: only json is supported").into());
             } else {
-                println!(
+                outln!(
                     "{:<14}{:<20}{:<10}{:<20}BRIDGE",
-                    "NETWORK ID", "NAME", "DRIVER", "SUBNET"
+                    "NETWORK ID",
+                    "NAME",
+                    "DRIVER",
+                    "SUBNET"
                 );
                 for n in &list {
-                    println!(
+                    outln!(
                         "{:<14}{:<20}{:<10}{:<20}{}",
                         &n.id[..12.min(n.id.len())],
                         n.name,
@@ -1180,14 +1197,14 @@ pub fn network_cmd(root: &Path, runroot: &Path, c: NetworkCommand) -> Result<i32
             for n in &names {
                 out.push(serde_json::to_value(nets.inspect(n)?)?);
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
         }
         NetworkCommand::Rm { force, names } => {
             let mut code = 0;
             for n in &names {
                 match nets.remove(n, force) {
-                    Ok(()) => println!("{n}"),
+                    Ok(()) => outln!("{n}"),
                     Err(e) => {
                         report(&e);
                         code = EXIT_ENGINE;
@@ -1208,7 +1225,7 @@ pub fn port(root: &Path, runroot: &Path, name: &str) -> Result<i32, Error> {
         None => rec,
     };
     for p in &rec.network.ports {
-        println!(
+        outln!(
             "{}/{} -> {}:{}",
             p.container_port,
             p.protocol,
@@ -1371,11 +1388,16 @@ pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> 
             1000
         }));
         if !no_stream {
-            print!("\x1b[2J\x1b[H");
+            out!("\x1b[2J\x1b[H");
         }
-        println!(
+        outln!(
             "{:<14}{:<24}{:>8}  {:<24}{:>8}  {:>5}",
-            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "PIDS"
         );
         for r in &recs {
             let Some(now) = sample(&engine, r) else {
@@ -1389,7 +1411,7 @@ pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> 
                     0.0
                 }
             });
-            println!(
+            outln!(
                 "{:<14}{:<24}{:>7.2}%  {:<24}{:>7.2}%  {:>5}",
                 &r.id[..12],
                 r.name,

@@ -2,6 +2,9 @@
 //! codes only; the work is in hako-image and hako-engine.
 
 mod containers;
+mod stdout;
+
+use stdout::outln;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -286,7 +289,19 @@ enum SystemCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error is an engine error (125), as in docker and podman;
+    // --help and --version print and succeed.
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                containers::EXIT_ENGINE as u8
+            } else {
+                0
+            });
+        }
+    };
     let (root, runroot) = (cli.root.clone(), cli.runroot.clone());
     let result = match cli.command {
         Command::Run(a) => containers::run(&root, &runroot, a, true),
@@ -403,7 +418,7 @@ fn inspect_any(
             Err(e) => return Err(e.into()),
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(0)
 }
 
@@ -414,9 +429,9 @@ fn system_prune(
 ) -> Result<i32, Error> {
     let engine = hako_engine::Engine::open(root, runroot)?;
     let gone = engine.prune()?;
-    println!("Deleted containers: {}", gone.len());
+    outln!("Deleted containers: {}", gone.len());
     for id in &gone {
-        println!("{id}");
+        outln!("{id}");
     }
     let store = engine.store();
     let used: std::collections::HashSet<String> =
@@ -429,7 +444,7 @@ fn system_prune(
         }
     }
     let (n, bytes) = prune(store, true)?;
-    println!(
+    outln!(
         "Deleted images: {images}\nRemoved {n} unused blobs and layers ({})",
         human(bytes)
     );
@@ -491,7 +506,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let _ = prune(&store, false);
             })?;
             if quiet {
-                println!("{}", rec.id.encoded());
+                outln!("{}", rec.id.encoded());
             }
             Ok(())
         }
@@ -513,7 +528,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "ManifestType": rec.manifest_media_type, "Config": config["config"],
                     "RepoDigests": repo_digests(&rec),
                 }]);
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                outln!("{}", serde_json::to_string_pretty(&out)?);
                 Ok(())
             }
             ImageCommand::Unpack {
@@ -535,7 +550,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 // Like podman: dangling images go, their IDs printed.
                 for r in store.images()?.iter().filter(|r| r.names.is_empty()) {
                     store.remove_image(&r.id)?;
-                    println!("{}", r.id.encoded());
+                    outln!("{}", r.id.encoded());
                 }
                 let (n, bytes) = prune(&store, true)?;
                 eprintln!("removed {n} unused blobs and layers ({})", human(bytes));
@@ -555,7 +570,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let mut failed = None;
             for i in images {
                 match rmi(&engine, &i, force) {
-                    Ok(msg) => println!("{msg}"),
+                    Ok(msg) => outln!("{msg}"),
                     Err(e) => {
                         eprintln!("hako: {i}: {e}");
                         failed = Some(format!("{i}: {e}"));
@@ -599,13 +614,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             )?
             .ping()?;
             let file = registry::save_credentials(&probe.registry, Some(&creds))?;
-            println!("Login Succeeded! (credentials in {})", file.display());
+            outln!("Login Succeeded! (credentials in {})", file.display());
             Ok(())
         }
         Command::Logout { registry: host } => {
             let probe = Reference::parse(&format!("{host}/hako-login-probe"))?;
             registry::save_credentials(&probe.registry, None)?;
-            println!("Removed login credentials for {}", probe.registry);
+            outln!("Removed login credentials for {}", probe.registry);
             Ok(())
         }
         Command::Push {
@@ -648,10 +663,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             })?;
             for rec in loaded {
                 if rec.names.is_empty() {
-                    println!("Loaded image: {}", rec.id);
+                    outln!("Loaded image: {}", rec.id);
                 } else if !quiet {
                     for n in &rec.names {
-                        println!("Loaded image: {n}");
+                        outln!("Loaded image: {n}");
                     }
                 }
             }
@@ -710,11 +725,15 @@ fn run(cli: Cli) -> Result<(), Error> {
             command: SystemCommand::Df,
         } => {
             let u = Store::open(&cli.root)?.disk_usage()?;
-            println!(
+            outln!(
                 "{:<10} {:>6} {:>8} {:>12} {:>12}",
-                "TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"
+                "TYPE",
+                "TOTAL",
+                "ACTIVE",
+                "SIZE",
+                "RECLAIMABLE"
             );
-            println!(
+            outln!(
                 "{:<10} {:>6} {:>8} {:>12} {:>12}",
                 "Images",
                 u.images,
@@ -722,7 +741,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 human(u.blob_bytes),
                 human(u.reclaimable_bytes)
             );
-            println!(
+            outln!(
                 "{:<10} {:>6} {:>8} {:>12} {:>12}",
                 "Layers",
                 u.layers,
@@ -786,18 +805,22 @@ impl Drop for Spool {
 fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
     let images = store.images()?;
     if format == Some("json") {
-        println!("{}", serde_json::to_string_pretty(&images)?);
+        outln!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());
     }
     if quiet {
         for i in &images {
-            println!("{}", &i.id.encoded()[..12]);
+            outln!("{}", &i.id.encoded()[..12]);
         }
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<40} {:<16} {:<14} {:<22} {:>10}",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "CREATED",
+        "SIZE"
     );
     for i in &images {
         let rows: Vec<(String, String)> = if i.names.is_empty() {
@@ -812,7 +835,7 @@ fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
                 .collect()
         };
         for (repo, tag) in rows {
-            println!(
+            outln!(
                 "{:<40} {:<16} {:<14} {:<22} {:>10}",
                 repo,
                 tag,
