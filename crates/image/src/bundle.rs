@@ -50,6 +50,12 @@ pub struct BundleOptions {
 /// PATH when the image sets none (docker's default).
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The `ociVersion` of the configs made here: the runtime-spec version
+/// every runc-compatible runtime takes (Debian's crun 1.8 refuses
+/// anything but 1.0.x and 1.1.x with "unknown version specified"). It
+/// is what podman writes; runtimes do not gate fields on it.
+pub const BUNDLE_OCI_VERSION: &str = "1.0.2-dev";
+
 /// The runtime config for an image whose rootfs is at `rootfs`.
 pub fn runtime_spec(
     image: &ImageConfig,
@@ -57,6 +63,7 @@ pub fn runtime_spec(
     opts: &BundleOptions,
 ) -> Result<Value, BundleError> {
     let mut spec = hako_runtime::defaults::default_spec(false);
+    spec["ociVersion"] = Value::from(BUNDLE_OCI_VERSION);
     if opts.hardened {
         hako_runtime::hardened::apply(&mut spec);
     }
