@@ -180,6 +180,18 @@ fn run_gives_output_and_exit_status_and_cleans_up_with_rm() {
     assert_eq!(o.code, 127, "{}", o.stderr);
     let o = hako(&h, &["run", "--rm", IMG, "/etc/passwd"]);
     assert_eq!(o.code, 126, "{}", o.stderr);
+    let o = hako(&h, &["run", "--rm", IMG, "/etc"]);
+    assert_eq!(o.code, 126, "{}", o.stderr);
+    // Flags the parser refuses are engine errors too, as in docker.
+    for bad in [
+        vec!["run", "--rm", "--no-such-flag", IMG, "true"],
+        vec!["run", "--rm", "--cpus", "many", IMG, "true"],
+        vec!["no-such-command"],
+    ] {
+        let o = hako(&h, &bad);
+        assert_eq!(o.code, 125, "{bad:?}: {}", o.stderr);
+    }
+    assert_eq!(hako(&h, &["run", "--help"]).code, 0);
     for bad in [
         vec!["run", "--rm", "--memory", "lots", IMG, "true"],
         vec!["run", "--rm", "-v", "rel:/x:bogus", IMG, "true"],
@@ -206,6 +218,26 @@ fn run_gives_output_and_exit_status_and_cleans_up_with_rm() {
         let o = hako(&h, &bad);
         assert_eq!(o.code, 125, "{bad:?}: {}", o.stderr);
         assert!(o.stderr.starts_with("hako: "), "{bad:?}: {}", o.stderr);
+    }
+    // A reader that goes away (`hako ps | head -0`) ends hako quietly by
+    // SIGPIPE, as it ends C and Go tools; no panic.
+    for args in [&["ps", "-a"][..], &["images"], &["inspect", IMG]] {
+        let mut c = h
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(c.stdout.take());
+        let o = c.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&o.status),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
     }
     assert_clean(&h, &[]);
 }
@@ -1230,4 +1262,64 @@ fn attach_clients_vanishing_mid_output_leave_the_monitor_running() {
     }
     h.ok(&["rm", "-f", "fl"]);
     assert_clean(&h, &[id]);
+}
+
+/// `--runtime` runc and crun (Debian's) run hako's containers as its own
+/// runtime does: output and exit status, exec, stop and removal. crun is
+/// skipped where it refuses this machine's hybrid cgroups.
+#[test]
+fn runc_and_crun_run_the_same_containers() {
+    let h = hako_with_busybox();
+    for rt in ["/usr/sbin/runc", "/usr/bin/crun"] {
+        let o = hako(
+            &h,
+            &[
+                "run",
+                "--rm",
+                "--runtime",
+                rt,
+                "--network",
+                "none",
+                IMG,
+                "sh",
+                "-c",
+                "echo via-$0; exit 6",
+            ],
+        );
+        if rt.ends_with("crun") && o.stderr.contains("hybrid") {
+            eprintln!(
+                "crun refuses this machine's hybrid cgroups: skipped ({})",
+                o.stderr.trim()
+            );
+            continue;
+        }
+        assert_eq!(
+            (o.code, o.stdout.as_str()),
+            (6, "via-sh\n"),
+            "{rt}: {}",
+            o.stderr
+        );
+        let id = h.ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            rt,
+            "--network",
+            "none",
+            IMG,
+            "sleep",
+            "100",
+        ]);
+        let id = id.trim().to_string();
+        assert_eq!(h.ok(&["exec", &id, "echo", "in-exec"]), "in-exec\n", "{rt}");
+        assert_eq!(
+            hako(&h, &["exec", &id, "sh", "-c", "exit 4"]).code,
+            4,
+            "{rt}"
+        );
+        h.ok(&["stop", "-t", "1", &id]);
+        assert_eq!(inspect(&h, &id)["State"]["Status"], "exited", "{rt}");
+        h.ok(&["rm", &id]);
+        assert_clean(&h, &[id]);
+    }
 }
