@@ -514,6 +514,9 @@ impl Engine {
         options::parse_pairs("--label", &opts.labels)?;
         options::parse_pairs("--sysctl", &opts.sysctls)?;
         crate::etc_files::validate(&opts.add_hosts, &opts.dns)?;
+        if let Some(h) = &opts.hostname {
+            crate::etc_files::validate_hostname(h)?;
+        }
         for c in opts.cap_add.iter().chain(&opts.cap_drop) {
             options::normalise_cap("--cap-add/--cap-drop", c)?;
         }
@@ -609,10 +612,12 @@ impl Engine {
             config,
             volumes,
             stop_signal,
-            hostname: pod
-                .as_ref()
-                .filter(|p| p.joins("uts"))
-                .map(|p| p.record.name.clone()),
+            // Members sharing the pod's UTS namespace have its infra's
+            // hostname.
+            hostname: pod.as_ref().filter(|p| p.joins("uts")).map(|p| {
+                self.find(&p.record.infra)
+                    .map_or_else(|_| p.record.name.clone(), |infra| infra.hostname)
+            }),
             join: pod.as_ref().map(|p| p.join.clone()).unwrap_or_default(),
             pod: pod.map(|p| p.record.id),
             net_mode,

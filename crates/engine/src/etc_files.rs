@@ -42,6 +42,35 @@ pub fn validate(add_hosts: &[String], dns: &[String]) -> Result<(), OptionError>
     Ok(())
 }
 
+/// Checks a `--hostname`: RFC 1123 labels (letters, digits, inner `-`)
+/// joined by dots, at most 64 bytes (the kernel's limit), as docker
+/// checks it. It is written into /etc/hosts and /etc/hostname, so
+/// anything else (a newline above all) must not get through.
+pub fn validate_hostname(h: &str) -> Result<(), OptionError> {
+    if h.is_empty() || h.len() > 64 {
+        return Err(bad("--hostname", h, "must be 1 to 64 characters long"));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !h.split('.').all(label_ok) {
+        return Err(bad(
+            "--hostname",
+            h,
+            "expected letters, digits and inner '-', in labels joined by '.'",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `h` passes [`validate_hostname`].
+pub fn is_valid_hostname(h: &str) -> bool {
+    validate_hostname(h).is_ok()
+}
+
 /// Writes the three files into `dir`; returns (path, container path).
 pub fn write(dir: &Path, input: &EtcInput<'_>) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
     let hosts = dir.join("hosts");
@@ -101,5 +130,31 @@ fn resolv_conf(dns: &[String], host_network: bool) -> String {
         conf.render()
     } else {
         conf.with_nameservers(servers).render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_hostname;
+
+    #[test]
+    fn hostnames_as_docker_takes_them() {
+        for ok in ["a", "web-1", "db.example.org", "A1", &"x".repeat(64)] {
+            assert!(validate_hostname(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "bad host",
+            "a\n6.6.6.6 evil",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            ".a",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            assert!(validate_hostname(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -118,7 +118,14 @@ impl Engine {
                 (true, Some(n)) => n.clone(),
                 (true, None) => "bridge".into(),
             }),
-            hostname: Some(o.hostname.clone().unwrap_or_else(|| name.clone())),
+            // The pod's name when it makes a hostname (`_` does not).
+            hostname: Some(o.hostname.clone().unwrap_or_else(|| {
+                if crate::etc_files::is_valid_hostname(&name) {
+                    name.clone()
+                } else {
+                    id[..12].to_string()
+                }
+            })),
             labels: o.labels.clone(),
             // The infra holds namespaces; it needs no capability at all.
             cap_drop: vec!["ALL".into()],

@@ -214,6 +214,8 @@ fn run_gives_output_and_exit_status_and_cleans_up_with_rm() {
             "true",
         ],
         vec!["run", "--rm", "--name", "bad/name", IMG, "true"],
+        vec!["run", "--rm", "--hostname", "a\n6.6.6.6 evil", IMG, "true"],
+        vec!["run", "--rm", "--hostname", "bad host", IMG, "true"],
     ] {
         let o = hako(&h, &bad);
         assert_eq!(o.code, 125, "{bad:?}: {}", o.stderr);
@@ -1089,6 +1091,47 @@ fn a_pod_can_share_its_pid_namespace() {
         "pid 1 is not the infra's: {}",
         o.stdout
     );
+    // A pod's own hostname is its members' (the kernel's and /etc/hostname);
+    // one that is not a hostname is refused and leaves no pod.
+    h.ok(&[
+        "pod",
+        "create",
+        "--name",
+        "hn_pod",
+        "--hostname",
+        "pod-host",
+        "--network",
+        "none",
+    ]);
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "--rm",
+            "--pod",
+            "hn_pod",
+            IMG,
+            "sh",
+            "-c",
+            "hostname; cat /etc/hostname; grep -c pod-host /etc/hosts",
+        ],
+    );
+    assert_eq!(o.stdout, "pod-host\npod-host\n1\n", "{}", o.stderr);
+    h.ok(&["pod", "rm", "-f", "hn_pod"]);
+    let o = hako(
+        &h,
+        &[
+            "pod",
+            "create",
+            "--name",
+            "bad",
+            "--hostname",
+            "a\n6.6.6.6 evil",
+        ],
+    );
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    assert!(o.stderr.contains("--hostname"), "{}", o.stderr);
+    assert_eq!(hako(&h, &["pod", "ps", "-q"]).stdout.lines().count(), 1);
     // A pod without pid sharing: the member sees only itself.
     h.ok(&["pod", "create", "--name", "np", "--network", "none"]);
     h.ok(&[
