@@ -233,10 +233,32 @@ fn expand_env(e: &str) -> Option<String> {
 /// The image for `run`/`create`, pulled as `--pull` says.
 fn image_for(engine: &Engine, a: &RunArgs) -> Result<ImageRecord, Error> {
     let store = engine.store();
+    let wanted = a
+        .platform
+        .as_deref()
+        .map(hako_image::manifest::Platform::parse)
+        .transpose()?;
     let have = store.resolve(&a.image);
+    // A local image of another platform than --platform names is not the
+    // image asked for: it is pulled (or, with --pull never, refused).
+    let other_platform = match (&have, &wanted) {
+        (Ok(r), Some(w)) => hako_image::manifest::Platform::parse(&r.platform)
+            .is_ok_and(|p| p.os != w.os || p.architecture != w.architecture)
+            .then(|| r.platform.clone()),
+        _ => None,
+    };
+    let have: Result<ImageRecord, Error> = match other_platform {
+        Some(p) => Err(format!(
+            "image {}: it is {p}, not the {} --platform asks for",
+            a.image,
+            a.platform.as_deref().unwrap_or_default()
+        )
+        .into()),
+        None => have.map_err(Error::from),
+    };
     match (a.pull.as_str(), have) {
         ("missing", Ok(r)) | ("never", Ok(r)) => Ok(r),
-        ("never", Err(e)) => Err(e.into()),
+        ("never", Err(e)) => Err(e),
         ("always", _) | ("missing", Err(_)) => crate::pull_image(
             store,
             &a.image,

@@ -216,6 +216,17 @@ fn run_gives_output_and_exit_status_and_cleans_up_with_rm() {
         vec!["run", "--rm", "--name", "bad/name", IMG, "true"],
         vec!["run", "--rm", "--hostname", "a\n6.6.6.6 evil", IMG, "true"],
         vec!["run", "--rm", "--hostname", "bad host", IMG, "true"],
+        // The local image is amd64: not run as the arm64 one asked for.
+        vec![
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--platform",
+            "linux/arm64",
+            IMG,
+            "true",
+        ],
     ] {
         let o = hako(&h, &bad);
         assert_eq!(o.code, 125, "{bad:?}: {}", o.stderr);
