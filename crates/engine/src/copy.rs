@@ -103,23 +103,36 @@ impl Engine {
                 let src = src.clone();
                 let dest = dest.clone();
                 let name = base_name(&src.to_string_lossy());
-                let tar_name = name.clone();
                 let (r, w) = pipe(rec)?;
-                let w_raw = w.as_raw_fd();
+                // Whether DEST is a directory is known in the container
+                // only: the child says the name the copy lands under, and
+                // the tar's top entry is named so.
+                let (name_r, name_w) = pipe(rec)?;
+                let (w_raw, name_r_raw) = (w.as_raw_fd(), name_r.as_raw_fd());
                 let child = fork_in(rec, pid, move || -> Result<(), String> {
-                    // Our copy of the write end, or the stream never ends.
-                    // SAFETY: closing an fd this child inherited and owns.
-                    unsafe { libc::close(w_raw) };
+                    // Our copies of the host's ends, or the streams never end.
+                    // SAFETY: closing fds this child inherited and owns.
+                    unsafe {
+                        libc::close(w_raw);
+                        libc::close(name_r_raw);
+                    }
                     let dest_is_dir = Path::new(&dest).is_dir();
                     let (dir, new_name) = target(dest_is_dir, Path::new(&dest), &name);
-                    let reader = std::fs::File::from(r);
-                    // Entries arrive named `name`: renamed to new_name.
-                    let renamed = RenameTop::new(reader, &name, &new_name);
-                    unpack::apply_layer(&dir, renamed, &no_whiteouts())
+                    std::fs::File::from(name_w)
+                        .write_all(new_name.as_bytes())
+                        .map_err(|e| format!("naming the copy: {e}"))?;
+                    unpack::apply_layer(&dir, std::fs::File::from(r), &no_whiteouts())
                         .map(|_| ())
                         .map_err(|e| e.to_string())
                 })?;
-                let written = write_tar(&src, &tar_name, std::fs::File::from(w), false);
+                let mut new_name = String::new();
+                let _ = std::fs::File::from(name_r).read_to_string(&mut new_name);
+                if new_name.is_empty() {
+                    // It failed before unpacking: its error says why.
+                    drop(w);
+                    return child.finish(rec);
+                }
+                let written = write_tar(&src, &new_name, std::fs::File::from(w), false);
                 child.finish(rec)?;
                 written.map_err(|e| fail(rec, format!("reading {}: {e}", src.display())))
             }
@@ -180,12 +193,11 @@ impl Engine {
                 };
                 let (r, w) = pipe(rec)?;
                 let src2 = src.clone();
-                let name2 = name.clone();
                 let writer = std::thread::spawn(move || {
-                    write_tar(&src2, &name2, std::fs::File::from(w), false)
+                    write_tar(&src2, &new_name, std::fs::File::from(w), false)
                 });
-                let renamed = RenameTop::new(std::fs::File::from(r), &name, &new_name);
-                let unpacked = unpack::apply_layer(&proc_path(&dir), renamed, &no_whiteouts());
+                let unpacked =
+                    unpack::apply_layer(&proc_path(&dir), std::fs::File::from(r), &no_whiteouts());
                 let wrote = writer
                     .join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("tar writer")));
@@ -294,79 +306,4 @@ fn in_container(
     })?;
     drop(w);
     Ok((std::fs::File::from(r), child))
-}
-
-/// A tar stream with its top-level entry `from` (and what is below it)
-/// renamed to `to` (`hako cp SRC CTR:NEWNAME`).
-struct RenameTop<R: Read> {
-    inner: tar::Archive<R>,
-    from: String,
-    to: String,
-    out: Vec<u8>,
-    pos: usize,
-    done: bool,
-}
-
-impl<R: Read + 'static> RenameTop<R> {
-    /// `inner` itself when nothing is renamed; else the renamed archive,
-    /// made whole in memory first.
-    #[allow(clippy::new_ret_no_self)]
-    fn new(inner: R, from: &str, to: &str) -> Box<dyn Read> {
-        if from == to {
-            return Box::new(inner);
-        }
-        Box::new(RenameTop {
-            inner: tar::Archive::new(inner),
-            from: from.to_string(),
-            to: to.to_string(),
-            out: Vec::new(),
-            pos: 0,
-            done: false,
-        })
-    }
-
-    fn fill(&mut self) -> std::io::Result<()> {
-        // Re-encoded whole: the tar crate rewrites each entry with its
-        // new name (long names through GNU extensions).
-        let mut buf = Vec::new();
-        {
-            let mut b = tar::Builder::new(&mut buf);
-            for e in self.inner.entries()? {
-                let mut e = e?;
-                let path = e.path()?.into_owned();
-                let renamed = match path.strip_prefix(&self.from) {
-                    Ok(rest) if self.from != self.to => Path::new(&self.to).join(rest),
-                    _ => path.clone(),
-                };
-                let mut h = e.header().clone();
-                if let Some(link) = e.link_name()? {
-                    let link = link.into_owned();
-                    let link = match (h.entry_type().is_hard_link(), link.strip_prefix(&self.from))
-                    {
-                        (true, Ok(rest)) => Path::new(&self.to).join(rest),
-                        _ => link,
-                    };
-                    b.append_link(&mut h, &renamed, &link)?;
-                } else {
-                    b.append_data(&mut h, &renamed, &mut e)?;
-                }
-            }
-            b.finish()?;
-        }
-        self.out = buf;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl<R: Read + 'static> Read for RenameTop<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if !self.done {
-            self.fill()?;
-        }
-        let n = (self.out.len() - self.pos).min(buf.len());
-        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }

@@ -912,6 +912,26 @@ fn cp_copies_both_ways_and_stays_inside_the_container() {
         hako(&h, &["exec", &id, "cat", &format!("/tmp/{marker}")]).stdout,
         "from-host\n"
     );
+    // A directory in under a new name; a destination whose parent is
+    // missing is an error that names it.
+    let host_dir = out.path.join("hostdir");
+    std::fs::create_dir_all(host_dir.join("in")).expect("mkdir");
+    std::fs::write(host_dir.join("in/f"), "nested\n").expect("write");
+    h.ok(&["cp", &host_dir.to_string_lossy(), &format!("{id}:/newdir")]);
+    assert_eq!(
+        hako(&h, &["exec", &id, "cat", "/newdir/in/f"]).stdout,
+        "nested\n"
+    );
+    let o = hako(
+        &h,
+        &[
+            "cp",
+            &host_file.to_string_lossy(),
+            &format!("{id}:/no/such/x"),
+        ],
+    );
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    assert!(o.stderr.contains("/no/such"), "{}", o.stderr);
     // Stopped: the same, in its rootfs.
     h.ok(&["stop", "-t", "0", &id]);
     h.ok(&[
