@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use hako_engine::{ContainerRecord, CreateOptions, Engine, EngineError, Status};
 use hako_image::store::ImageRecord;
 
-use crate::stdout::{out, outln};
+use crate::stdout::{out, outln, Table};
 use crate::Error;
 
 /// docker's exit codes for what went wrong before the container ran.
@@ -582,30 +582,29 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
     if let Some(f) = &a.format {
         return Err(format!("--format {f:?}: only json is supported").into());
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<14}{:<30}{:<24}{:<16}{:<28}NAMES",
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
-    )
-    .unwrap_or_else(|e| crate::stdout::failed(&e));
+    let mut table = Table::new(&[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ]);
     for (r, st) in &rows {
         let mut cmd = r.args.join(" ");
         if !a.no_trunc && cmd.chars().count() > 20 {
             cmd = format!("{}…", cmd.chars().take(19).collect::<String>());
         }
-        writeln!(
-            out,
-            "{:<14}{:<30}{:<24}{:<16}{:<28}{}",
-            &r.id[..12],
-            r.image_name,
+        table.row(vec![
+            r.id[..12].to_string(),
+            r.image_name.clone(),
             format!("\"{cmd}\""),
             hako_engine::util::ago(r.created),
             status_text(&engine, r, st),
-            r.name
-        )
-        .unwrap_or_else(|e| crate::stdout::failed(&e));
+            r.name.clone(),
+        ]);
     }
+    table.print();
     Ok(0)
 }
 
@@ -899,10 +898,11 @@ pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, 
             } else if let Some(f) = format {
                 return Err(format!("--format {f:?}: only json is supported").into());
             } else {
-                outln!("{:<10}VOLUME NAME", "DRIVER");
+                let mut table = Table::new(&["DRIVER", "VOLUME NAME"]);
                 for v in &list {
-                    outln!("{:<10}{}", v.driver, v.name);
+                    table.row(vec![v.driver.to_string(), v.name.clone()]);
                 }
+                table.print();
             }
             Ok(0)
         }
@@ -1006,10 +1006,17 @@ pub enum PodCommand {
 
 fn pod_status(engine: &Engine, pod: &hako_engine::pod::PodRecord) -> (&'static str, usize) {
     let all = engine.pod_containers(pod).unwrap_or_default();
-    let running = all.iter().filter(|c| engine.status(c).is_running()).count();
-    let state = match (running, all.len()) {
-        (0, _) => "Exited",
-        (r, n) if r == n => "Running",
+    let states: Vec<Status> = all.iter().map(|c| engine.status(c)).collect();
+    let running = states.iter().filter(|s| s.is_running()).count();
+    let created = states
+        .iter()
+        .filter(|s| matches!(s, Status::Created { .. }))
+        .count();
+    // podman's words: never started, all running, some, none.
+    let state = match (running, created, all.len()) {
+        (0, c, n) if c == n => "Created",
+        (0, _, _) => "Exited",
+        (r, _, n) if r == n => "Running",
         _ => "Degraded",
     };
     (state, all.len().saturating_sub(1))
@@ -1079,24 +1086,19 @@ pub fn pod_cmd(root: &Path, runroot: &Path, c: PodCommand) -> Result<i32, Error>
             } else if let Some(f) = format {
                 return Err(format!("--format {f:?}: only json is supported").into());
             } else {
-                outln!(
-                    "{:<14}{:<24}{:<10}{:<16}# OF CONTAINERS",
-                    "POD ID",
-                    "NAME",
-                    "STATUS",
-                    "CREATED"
-                );
+                let mut table =
+                    Table::new(&["POD ID", "NAME", "STATUS", "CREATED", "# OF CONTAINERS"]);
                 for p in &pods {
                     let (state, n) = pod_status(&engine, p);
-                    outln!(
-                        "{:<14}{:<24}{:<10}{:<16}{}",
-                        &p.id[..12],
-                        p.name,
-                        state,
+                    table.row(vec![
+                        p.id[..12].to_string(),
+                        p.name.clone(),
+                        state.to_string(),
                         hako_engine::util::ago(p.created),
-                        n
-                    );
+                        n.to_string(),
+                    ]);
                 }
+                table.print();
             }
             Ok(0)
         }
@@ -1194,23 +1196,17 @@ pub fn network_cmd(root: &Path, runroot: &Path, c: NetworkCommand) -> Result<i32
             } else if let Some(f) = format {
                 return Err(format!("--format {f:?}: only json is supported").into());
             } else {
-                outln!(
-                    "{:<14}{:<20}{:<10}{:<20}BRIDGE",
-                    "NETWORK ID",
-                    "NAME",
-                    "DRIVER",
-                    "SUBNET"
-                );
+                let mut table = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "BRIDGE"]);
                 for n in &list {
-                    outln!(
-                        "{:<14}{:<20}{:<10}{:<20}{}",
-                        &n.id[..12.min(n.id.len())],
-                        n.name,
-                        "bridge",
+                    table.row(vec![
+                        n.id[..12.min(n.id.len())].to_string(),
+                        n.name.clone(),
+                        "bridge".into(),
                         n.subnet.to_string(),
-                        n.bridge
-                    );
+                        n.bridge.clone(),
+                    ]);
                 }
+                table.print();
             }
             Ok(0)
         }

@@ -814,14 +814,7 @@ fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
         }
         return Ok(());
     }
-    outln!(
-        "{:<40} {:<16} {:<14} {:<22} {:>10}",
-        "REPOSITORY",
-        "TAG",
-        "IMAGE ID",
-        "CREATED",
-        "SIZE"
-    );
+    let mut table = stdout::Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
     for i in &images {
         let rows: Vec<(String, String)> = if i.names.is_empty() {
             vec![("<none>".into(), "<none>".into())]
@@ -835,16 +828,16 @@ fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
                 .collect()
         };
         for (repo, tag) in rows {
-            outln!(
-                "{:<40} {:<16} {:<14} {:<22} {:>10}",
+            table.row(vec![
                 repo,
                 tag,
-                &i.id.encoded()[..12],
+                i.id.encoded()[..12].to_string(),
                 ago(&i.created),
-                human(i.size)
-            );
+                human(i.size),
+            ]);
         }
     }
+    table.print();
     Ok(())
 }
 

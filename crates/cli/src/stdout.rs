@@ -39,3 +39,72 @@ pub fn failed(e: &std::io::Error) -> ! {
     eprintln!("hako: writing to stdout: {e}");
     std::process::exit(125);
 }
+
+/// A table as docker prints it: columns as wide as their widest cell,
+/// three spaces apart, the last one unpadded.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn print(&self) {
+        write(format_args!("{}", self.render()));
+    }
+
+    fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let width = |c: usize| {
+            self.rows
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..columns).map(width).collect();
+        let mut text = String::new();
+        for r in &self.rows {
+            for (c, cell) in r.iter().enumerate() {
+                text.push_str(cell);
+                if c + 1 < r.len() {
+                    let pad = widths[c] - cell.chars().count() + 3;
+                    text.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            text.push('\n');
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn columns_fit_their_widest_cell() {
+        let mut t = Table::new(&["A", "CREATED", "NAME"]);
+        t.row(vec![
+            "x".into(),
+            "Less than a second ago".into(),
+            "n".into(),
+        ]);
+        t.row(vec!["long-id".into(), "1 hour ago".into(), "m".into()]);
+        assert_eq!(
+            t.render(),
+            "A         CREATED                  NAME\n\
+             x         Less than a second ago   n\n\
+             long-id   1 hour ago               m\n"
+        );
+    }
+}

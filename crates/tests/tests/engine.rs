@@ -273,6 +273,11 @@ fn detached_containers_logs_exec_stop_kill_and_rm() {
     assert_eq!(o.stderr, "oops\n");
     let ps = hako(&h, &["ps"]).stdout;
     assert!(ps.contains("web") && ps.contains("Up "), "{ps}");
+    // Columns never run together ("Less than a second ago" is long).
+    for line in ps.lines() {
+        let cells: Vec<&str> = line.split("   ").filter(|c| !c.trim().is_empty()).collect();
+        assert_eq!(cells.len(), 6, "{line:?} in\n{ps}");
+    }
     assert_eq!(inspect(&h, "web")["State"]["Status"], "running");
     // By ID prefix too.
     assert_eq!(inspect(&h, &id[..8])["Name"], "web");
