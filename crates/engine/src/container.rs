@@ -861,9 +861,14 @@ impl Engine {
             _ => return Ok(()),
         };
         let res = net::up(&store, &path, &rec.id, name, &rec.network.ports, &[]).map_err(|e| {
+            // Attach errors name the container and network themselves.
+            let what = match e.0.strip_prefix(&format!("container {}, ", rec.id)) {
+                Some(rest) => rest.to_string(),
+                None => format!("network {}: {}", name.unwrap_or("none"), e.0),
+            };
             EngineError::Other {
                 id: rec.id.clone(),
-                what: format!("network {}: {}", name.unwrap_or("none"), e.0),
+                what,
             }
         })?;
         let addresses: Vec<String> = res

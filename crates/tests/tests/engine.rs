@@ -724,6 +724,26 @@ fn published_ports_are_answered_over_curl() {
         curl(&format!("http://127.0.0.1:{}/index.html", host_ports[0])),
         ""
     );
+    // Its host port kept across a restart: a host process that took it
+    // meanwhile makes the start fail, naming it, until it lets go.
+    let port: u16 = host_ports[0].parse().expect("port");
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind the freed port");
+    let o = hako(&h, &["start", "web"]);
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("0.0.0.0:{port}/tcp is already in use")),
+        "{}",
+        o.stderr
+    );
+    drop(squatter);
+    h.ok(&["start", "web"]);
+    assert!(
+        wait_for(10, || curl(&format!("http://127.0.0.1:{port}/index.html"))
+            == want),
+        "no answer after the restart"
+    );
+    h.ok(&["stop", "-t", "1", "web"]);
     h.ok(&["rm", "web"]);
     assert_clean(&h, &[id]);
 }
