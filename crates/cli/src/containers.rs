@@ -134,7 +134,13 @@ pub enum ContainerCommand {
         force: bool,
     },
     /// Show containers as JSON.
-    Inspect { containers: Vec<String> },
+    Inspect {
+        /// A Go template applied to each (`{{.State.Pid}}`), or `json`.
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Used by the monitor when a container exits.
     #[command(hide = true)]
     Cleanup { container: String },
@@ -562,6 +568,14 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
         }
         return Ok(0);
     }
+    if let Some(format) = a.format.as_deref().filter(|f| *f != "json") {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(r, st)| ps_fields(&engine, r, st, a.no_trunc))
+            .collect();
+        crate::template::print(format, &ps_headers(), &items, None)?;
+        return Ok(0);
+    }
     if a.format.as_deref() == Some("json") {
         let list: Vec<serde_json::Value> = rows
             .iter()
@@ -579,33 +593,114 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
         outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
-    if let Some(f) = &a.format {
-        return Err(format!("--format {f:?}: only json is supported").into());
-    }
     let mut table = Table::new(&[
         "CONTAINER ID",
         "IMAGE",
         "COMMAND",
         "CREATED",
         "STATUS",
+        "PORTS",
         "NAMES",
     ]);
     for (r, st) in &rows {
-        let mut cmd = r.args.join(" ");
-        if !a.no_trunc && cmd.chars().count() > 20 {
-            cmd = format!("{}…", cmd.chars().take(19).collect::<String>());
-        }
+        let f = ps_fields(&engine, r, st, a.no_trunc);
+        let cell = |k: &str| f[k].as_str().unwrap_or_default().to_string();
         table.row(vec![
-            r.id[..12].to_string(),
-            r.image_name.clone(),
-            format!("\"{cmd}\""),
-            hako_engine::util::ago(r.created),
-            status_text(&engine, r, st),
-            r.name.clone(),
+            cell("ID"),
+            cell("Image"),
+            cell("Command"),
+            cell("RunningFor"),
+            cell("Status"),
+            cell("Ports"),
+            cell("Names"),
         ]);
     }
     table.print();
     Ok(0)
+}
+
+/// A container as `ps --format` templates see it: docker's field names
+/// (`.ID`, `.Names`, `.Ports`, …), and podman's `.Pod`, `.Pid`, `.ExitCode`.
+fn ps_fields(
+    engine: &Engine,
+    r: &ContainerRecord,
+    st: &Status,
+    no_trunc: bool,
+) -> serde_json::Value {
+    let mut cmd = r.args.join(" ");
+    if !no_trunc && cmd.chars().count() > 20 {
+        cmd = format!("{}…", cmd.chars().take(19).collect::<String>());
+    }
+    let ports = port_text(engine, r);
+    let labels: Vec<String> = r.options.labels.clone();
+    let mounts: Vec<String> = r
+        .options
+        .volumes
+        .iter()
+        .filter_map(|v| hako_engine::options::parse_volume(v).ok())
+        .map(|v| v.destination)
+        .collect();
+    let networks: Vec<String> = engine
+        .attached_networks(r)
+        .into_iter()
+        .map(|n| n.network)
+        .collect();
+    serde_json::json!({
+        "ID": if no_trunc { &r.id[..] } else { &r.id[..12] },
+        "Id": r.id,
+        "Image": r.image_name,
+        "ImageID": r.image_id,
+        "Command": format!("\"{cmd}\""),
+        "CreatedAt": hako_engine::util::rfc3339_nanos(r.created),
+        "RunningFor": hako_engine::util::ago(r.created),
+        "Ports": ports,
+        "State": st.word(),
+        "Status": status_text(engine, r, st),
+        "Names": r.name,
+        "Labels": labels.join(","),
+        "Mounts": mounts.join(","),
+        "Networks": networks.join(","),
+        "Pod": r.pod.clone().unwrap_or_default(),
+        "Pid": if st.is_running() { engine.pid(r).unwrap_or(0) } else { 0 },
+        "ExitCode": match st { Status::Exited { code, .. } => *code, _ => 0 },
+    })
+}
+
+/// The column titles of `ps --format "table …"`.
+fn ps_headers() -> serde_json::Value {
+    serde_json::json!({
+        "ID": "CONTAINER ID", "Id": "CONTAINER ID", "Image": "IMAGE", "ImageID": "IMAGE ID",
+        "Command": "COMMAND", "CreatedAt": "CREATED AT", "RunningFor": "CREATED",
+        "Ports": "PORTS", "State": "STATE", "Status": "STATUS", "Names": "NAMES",
+        "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS", "Pod": "POD ID",
+        "Pid": "PID", "ExitCode": "EXIT CODE",
+    })
+}
+
+/// docker's PORTS cell: `0.0.0.0:8080->80/tcp, …` (a pod member's are
+/// its pod's).
+fn port_text(engine: &Engine, r: &ContainerRecord) -> String {
+    let ports = match &r.pod {
+        Some(p) => engine
+            .find_pod(p)
+            .and_then(|pod| engine.find(&pod.infra))
+            .map(|infra| infra.network.ports)
+            .unwrap_or_default(),
+        None => r.network.ports.clone(),
+    };
+    ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip.map_or("0.0.0.0".to_string(), |i| i.to_string()),
+                p.host_port,
+                p.container_port,
+                p.protocol
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn labels(r: &ContainerRecord) -> serde_json::Value {
@@ -625,6 +720,39 @@ pub fn inspect_json(engine: &Engine, r: &ContainerRecord) -> serde_json::Value {
         Status::Exited { code, finished_at } => (*code, finished_at.clone()),
         _ => (0, "0001-01-01T00:00:00Z".into()),
     };
+    // What the container runs with: its bundle's process and mounts.
+    let bundle: serde_json::Value =
+        std::fs::read(engine.container_dir(&r.id).join("bundle/config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+    let process = &bundle["process"];
+    let user = match (
+        process["user"]["uid"].as_u64(),
+        process["user"]["gid"].as_u64(),
+    ) {
+        (Some(u), Some(g)) => format!("{u}:{g}"),
+        _ => String::new(),
+    };
+    let ports = port_bindings(&r.network.ports);
+    let networks = engine.attached_networks(r);
+    let first = networks.first();
+    let net_json: serde_json::Map<String, serde_json::Value> = networks
+        .iter()
+        .map(|n| {
+            (
+                n.network.clone(),
+                serde_json::json!({
+                    "IPAddress": n.ip.to_string(),
+                    "IPPrefixLen": n.prefix,
+                    "Gateway": n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                    "MacAddress": n.mac,
+                    "Aliases": n.aliases,
+                    "Bridge": n.bridge,
+                }),
+            )
+        })
+        .collect();
     serde_json::json!({
         "Id": r.id,
         "Name": r.name,
@@ -641,6 +769,10 @@ pub fn inspect_json(engine: &Engine, r: &ContainerRecord) -> serde_json::Value {
             "ExitCode": code,
             "StartedAt": engine.started_at(r).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             "FinishedAt": finished,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Error": "",
         },
         "LogPath": engine.log_path(&r.id),
         "HostnamePath": engine.container_dir(&r.id).join("hostname"),
@@ -654,23 +786,119 @@ pub fn inspect_json(engine: &Engine, r: &ContainerRecord) -> serde_json::Value {
             "StopTimeout": r.stop_timeout,
             "Tty": r.options.tty,
             "OpenStdin": r.options.interactive,
+            "Env": process["env"],
+            "Cmd": r.args,
+            "Entrypoint": r.options.entrypoint,
+            "WorkingDir": process["cwd"],
+            "User": user,
         },
         "HostConfig": {
             "AutoRemove": r.options.auto_remove,
-            "NetworkMode": r.network.mode,
+            "NetworkMode": network_mode(engine, r),
+            "PortBindings": ports,
             "Runtime": r.runtime,
             "Binds": r.options.volumes,
+            "Tmpfs": r.options.tmpfs,
             "Privileged": r.options.privileged,
             "ReadonlyRootfs": r.options.read_only,
+            "CapAdd": r.options.cap_add,
+            "CapDrop": r.options.cap_drop,
         },
-        "Mounts": r.volumes,
+        "NetworkSettings": {
+            "IPAddress": first.map(|n| n.ip.to_string()).unwrap_or_default(),
+            "IPPrefixLen": first.map_or(0, |n| n.prefix),
+            "Gateway": first.and_then(|n| n.gateway).map(|g| g.to_string()).unwrap_or_default(),
+            "MacAddress": first.map(|n| n.mac.clone()).unwrap_or_default(),
+            "Ports": ports,
+            "Networks": net_json,
+        },
+        "Mounts": mounts_json(r, &bundle),
+        "Volumes": r.volumes,
         "Snapshotter": r.snapshotter,
         "Pod": r.pod,
         "Options": r.options,
     })
 }
 
-pub fn inspect(root: &Path, runroot: &Path, names: &[String]) -> Result<i32, Error> {
+/// docker's port map: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`.
+fn port_bindings(ports: &[hako_network::PortMapping]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for p in ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        let binding = serde_json::json!({
+            "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+            "HostPort": p.host_port.to_string(),
+        });
+        match m.get_mut(&key).and_then(|v| v.as_array_mut()) {
+            Some(list) => list.push(binding),
+            None => {
+                m.insert(key, serde_json::json!([binding]));
+            }
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// docker's HostConfig.NetworkMode: none, host, a network's name,
+/// `container:ID`; a pod member's is `container:` its infra.
+fn network_mode(engine: &Engine, r: &ContainerRecord) -> String {
+    use hako_engine::net::NetMode;
+    match &r.network.mode {
+        NetMode::None => "none".into(),
+        NetMode::Host => "host".into(),
+        NetMode::Network(n) => n.clone(),
+        NetMode::Container(id) => format!("container:{id}"),
+        NetMode::Pod(p) => match engine.find_pod(p) {
+            Ok(pod) => format!("container:{}", pod.infra),
+            Err(_) => format!("pod:{p}"),
+        },
+    }
+}
+
+/// docker's Mounts: each `-v` with where it comes from.
+fn mounts_json(r: &ContainerRecord, bundle: &serde_json::Value) -> serde_json::Value {
+    use hako_engine::options::{parse_volume, VolumeSource};
+    let mut anonymous = r.anonymous_volumes.iter();
+    let mut out = Vec::new();
+    for v in &r.options.volumes {
+        let Ok(spec) = parse_volume(v) else { continue };
+        let source = bundle["mounts"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter()
+                    .rev()
+                    .find(|m| m["destination"].as_str() == Some(spec.destination.as_str()))
+            })
+            .and_then(|m| m["source"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let (kind, name) = match &spec.source {
+            VolumeSource::Host(_) => ("bind", None),
+            VolumeSource::Named(n) => ("volume", Some(n.clone())),
+            VolumeSource::Anonymous => ("volume", anonymous.next().cloned()),
+        };
+        let mut m = serde_json::json!({
+            "Type": kind,
+            "Source": source,
+            "Destination": spec.destination,
+            "Mode": if spec.read_only { "ro" } else { "" },
+            "RW": !spec.read_only,
+        });
+        if let Some(n) = name {
+            m["Name"] = n.into();
+            m["Driver"] = "local".into();
+        }
+        out.push(m);
+    }
+    serde_json::Value::Array(out)
+}
+
+pub fn inspect(
+    root: &Path,
+    runroot: &Path,
+    names: &[String],
+    format: Option<&str>,
+) -> Result<i32, Error> {
     let engine = engine(root, runroot)?;
     let mut out = Vec::new();
     let mut code = 0;
@@ -683,8 +911,17 @@ pub fn inspect(root: &Path, runroot: &Path, names: &[String]) -> Result<i32, Err
             }
         }
     }
-    outln!("{}", serde_json::to_string_pretty(&out)?);
+    print_inspected(&out, format)?;
     Ok(code)
+}
+
+/// inspect's output: the JSON array, or `--format` applied to each.
+pub fn print_inspected(docs: &[serde_json::Value], format: Option<&str>) -> Result<(), Error> {
+    match format {
+        None => outln!("{}", serde_json::to_string_pretty(docs)?),
+        Some(f) => crate::template::print(f, &serde_json::Value::Null, docs, None)?,
+    }
+    Ok(())
 }
 
 pub fn logs(
@@ -782,7 +1019,9 @@ fn parse_since(s: &str) -> Result<std::time::SystemTime, Error> {
 pub fn container_cmd(root: &Path, runroot: &Path, c: ContainerCommand) -> Result<i32, Error> {
     match c {
         ContainerCommand::Ls(a) => ps(root, runroot, &a),
-        ContainerCommand::Inspect { containers } => inspect(root, runroot, &containers),
+        ContainerCommand::Inspect { format, containers } => {
+            inspect(root, runroot, &containers, format.as_deref())
+        }
         ContainerCommand::Prune { .. } => {
             let engine = engine(root, runroot)?;
             for id in engine.prune()? {
@@ -896,7 +1135,8 @@ pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, 
             } else if format.as_deref() == Some("json") {
                 outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if let Some(f) = format {
-                return Err(format!("--format {f:?}: only json is supported").into());
+                let items = serde_json::to_value(&list)?;
+                crate::template::print_items(&f, &items)?;
             } else {
                 let mut table = Table::new(&["DRIVER", "VOLUME NAME"]);
                 for v in &list {
@@ -1084,7 +1324,8 @@ pub fn pod_cmd(root: &Path, runroot: &Path, c: PodCommand) -> Result<i32, Error>
                 let v: Vec<_> = pods.iter().map(|p| pod_json(&engine, p)).collect();
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else if let Some(f) = format {
-                return Err(format!("--format {f:?}: only json is supported").into());
+                let items: Vec<_> = pods.iter().map(|p| pod_json(&engine, p)).collect();
+                crate::template::print_items(&f, &serde_json::Value::Array(items))?;
             } else {
                 let mut table =
                     Table::new(&["POD ID", "NAME", "STATUS", "CREATED", "# OF CONTAINERS"]);
@@ -1194,7 +1435,8 @@ pub fn network_cmd(root: &Path, runroot: &Path, c: NetworkCommand) -> Result<i32
             } else if format.as_deref() == Some("json") {
                 outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if let Some(f) = format {
-                return Err(format!("--format {f:?}: only json is supported").into());
+                let items = serde_json::to_value(&list)?;
+                crate::template::print_items(&f, &items)?;
             } else {
                 let mut table = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "BRIDGE"]);
                 for n in &list {

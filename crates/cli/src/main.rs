@@ -3,6 +3,7 @@
 
 mod containers;
 mod stdout;
+mod template;
 
 use stdout::outln;
 
@@ -200,6 +201,9 @@ enum Command {
     },
     /// Show containers (or images) as JSON.
     Inspect {
+        /// A Go template applied to each (`{{.State.Pid}}`), or `json`.
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -361,7 +365,9 @@ fn main() -> ExitCode {
             no_stream,
             containers,
         } => containers::stats(&root, &runroot, no_stream, &containers),
-        Command::Inspect { names } => inspect_any(&root, &runroot, &names),
+        Command::Inspect { format, names } => {
+            inspect_any(&root, &runroot, &names, format.as_deref())
+        }
         Command::Container { command } => containers::container_cmd(&root, &runroot, command),
         Command::System {
             command: SystemCommand::Prune { all, .. },
@@ -402,6 +408,7 @@ fn inspect_any(
     root: &std::path::Path,
     runroot: &std::path::Path,
     names: &[String],
+    format: Option<&str>,
 ) -> Result<i32, Error> {
     let engine = hako_engine::Engine::open(root, runroot)?;
     let mut out = Vec::new();
@@ -418,7 +425,7 @@ fn inspect_any(
             Err(e) => return Err(e.into()),
         }
     }
-    outln!("{}", serde_json::to_string_pretty(&out)?);
+    containers::print_inspected(&out, format)?;
     Ok(0)
 }
 
@@ -814,9 +821,10 @@ fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
         }
         return Ok(());
     }
-    let mut table = stdout::Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+    // One row per name, as docker lists them; docker's template fields.
+    let mut rows = Vec::new();
     for i in &images {
-        let rows: Vec<(String, String)> = if i.names.is_empty() {
+        let names: Vec<(String, String)> = if i.names.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
             i.names
@@ -827,15 +835,32 @@ fn list(store: &Store, format: Option<&str>, quiet: bool) -> Result<(), Error> {
                 })
                 .collect()
         };
-        for (repo, tag) in rows {
-            table.row(vec![
-                repo,
-                tag,
-                i.id.encoded()[..12].to_string(),
-                ago(&i.created),
-                human(i.size),
-            ]);
+        for (repo, tag) in names {
+            rows.push(serde_json::json!({
+                "Repository": repo, "Tag": tag, "ID": &i.id.encoded()[..12],
+                "Id": i.id.to_string(), "Digest": i.manifest_digest.to_string(),
+                "CreatedAt": i.created, "CreatedSince": ago(&i.created),
+                "Size": human(i.size), "Platform": i.platform,
+            }));
         }
+    }
+    if let Some(f) = format {
+        let header = serde_json::json!({
+            "Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "Id": "IMAGE ID",
+            "Digest": "DIGEST", "CreatedAt": "CREATED AT", "CreatedSince": "CREATED",
+            "Size": "SIZE", "Platform": "PLATFORM",
+        });
+        template::print(f, &header, &rows, None)?;
+        return Ok(());
+    }
+    let mut table = stdout::Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+    for r in &rows {
+        let cell = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+        table.row(
+            ["Repository", "Tag", "ID", "CreatedSince", "Size"]
+                .map(cell)
+                .to_vec(),
+        );
     }
     table.print();
     Ok(())

@@ -61,7 +61,7 @@ impl Table {
         write(format_args!("{}", self.render()));
     }
 
-    fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let width = |c: usize| {
             self.rows

@@ -336,6 +336,24 @@ impl Engine {
             .ok()
     }
 
+    /// The networks the container's network namespace is attached to:
+    /// its own, its pod infra's, or those of the container whose
+    /// namespace it joined (`--network container:ID`).
+    pub fn attached_networks(&self, rec: &ContainerRecord) -> Vec<hako_network::AttachedNetwork> {
+        let owner = match &rec.network.mode {
+            NetMode::Pod(pod) => match self.find_pod(pod) {
+                Ok(p) => p.infra,
+                Err(_) => return Vec::new(),
+            },
+            NetMode::Container(id) => id.clone(),
+            NetMode::Network(_) => rec.id.clone(),
+            NetMode::None | NetMode::Host => return Vec::new(),
+        };
+        self.networks()
+            .container_networks(&owner)
+            .unwrap_or_default()
+    }
+
     /// Containers that mount volume `name`.
     pub fn volume_users(&self, name: &str) -> Result<Vec<String>, EngineError> {
         Ok(self

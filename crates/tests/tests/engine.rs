@@ -273,12 +273,73 @@ fn detached_containers_logs_exec_stop_kill_and_rm() {
     assert_eq!(o.stderr, "oops\n");
     let ps = hako(&h, &["ps"]).stdout;
     assert!(ps.contains("web") && ps.contains("Up "), "{ps}");
-    // Columns never run together ("Less than a second ago" is long).
-    for line in ps.lines() {
-        let cells: Vec<&str> = line.split("   ").filter(|c| !c.trim().is_empty()).collect();
-        assert_eq!(cells.len(), 6, "{line:?} in\n{ps}");
-    }
+    // Columns never run together ("Less than a second ago" is long): each
+    // cell starts under its title.
+    let mut lines = ps.lines();
+    let header = lines.next().expect("a header");
+    let titles = [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ];
+    let starts: Vec<usize> = titles
+        .iter()
+        .map(|t| header.find(t).expect("a title"))
+        .collect();
+    let row: Vec<char> = lines.next().expect("a row").chars().collect();
+    let cell = |i: usize| -> String {
+        let end = starts
+            .get(i + 1)
+            .copied()
+            .unwrap_or(row.len())
+            .min(row.len());
+        assert!(starts[i] == 0 || row[starts[i] - 1] == ' ', "{ps}");
+        row[starts[i]..end]
+            .iter()
+            .collect::<String>()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(cell(0), id[..12], "{ps}");
+    assert!(cell(3).ends_with("ago"), "{ps}");
+    assert!(cell(4).starts_with("Up "), "{ps}");
+    assert_eq!(cell(6), "web", "{ps}");
     assert_eq!(inspect(&h, "web")["State"]["Status"], "running");
+    // --format takes docker's Go templates.
+    let doc = inspect(&h, "web");
+    let pid = doc["State"]["Pid"].as_i64().expect("pid");
+    assert_eq!(
+        h.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.Name}} {{.State.Pid}}",
+            "web"
+        ]),
+        format!("running web {pid}\n")
+    );
+    let ip = h.ok(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        "web",
+    ]);
+    assert!(ip.trim().parse::<std::net::Ipv4Addr>().is_ok(), "{ip:?}");
+    assert_eq!(doc["NetworkSettings"]["IPAddress"], ip.trim());
+    assert_eq!(
+        h.ok(&["ps", "--format", "{{.Names}}\\t{{.State}}"]),
+        "web\trunning\n"
+    );
+    assert_eq!(
+        h.ok(&["ps", "--format", "table {{.Names}}\\t{{.Image}}"]),
+        format!("NAMES   IMAGE\nweb     {IMG}\n")
+    );
+    let o = hako(&h, &["inspect", "-f", "{{.State.Pid", "web"]);
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    assert!(o.stderr.contains("template"), "{}", o.stderr);
     // By ID prefix too.
     assert_eq!(inspect(&h, &id[..8])["Name"], "web");
 
