@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// CTR[:OPTIONS].
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…].
+    #[arg(long)]
+    mount: Vec<String>,
     /// [IP:][HOST:]CTR[/PROTO].
     #[arg(short, long = "publish")]
     publish: Vec<String>,
@@ -59,6 +62,10 @@ pub struct RunArgs {
     network: Option<String>,
     #[arg(long)]
     dns: Vec<String>,
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    #[arg(long = "dns-option")]
+    dns_option: Vec<String>,
     /// NAME:IP.
     #[arg(long = "add-host")]
     add_host: Vec<String>,
@@ -76,6 +83,42 @@ pub struct RunArgs {
     cpus: Option<f64>,
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pids_limit: Option<i64>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// CPU weight relative to other containers (cgroup cpu.shares).
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// Memory plus swap; -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    #[arg(long = "memory-reservation")]
+    memory_reservation: Option<String>,
+    /// host, or private (the default).
+    #[arg(long)]
+    pid: Option<String>,
+    /// host, or private (the default).
+    #[arg(long)]
+    ipc: Option<String>,
+    /// host, or private (the default).
+    #[arg(long)]
+    uts: Option<String>,
+    /// The size of /dev/shm (64m by default).
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
+    /// Supplementary groups (gids or names in the image's /etc/group).
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
+    /// Publish every exposed port on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Exposes PORT[/PROTO] (published with -P).
+    #[arg(long)]
+    expose: Vec<String>,
+    /// Write the container ID to this file (which must not exist).
+    #[arg(long)]
+    cidfile: Option<PathBuf>,
     #[arg(long = "read-only")]
     read_only: bool,
     #[arg(long = "cap-add")]
@@ -190,14 +233,22 @@ fn create_options(a: &RunArgs) -> Result<CreateOptions, Error> {
             vec![e.clone()]
         }
     });
+    let mut volumes = a.volume.clone();
+    let mut tmpfs = a.tmpfs.clone();
+    for m in &a.mount {
+        match parse_mount(m)? {
+            MountFlag::Volume(v) => volumes.push(v),
+            MountFlag::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
     Ok(CreateOptions {
         image: a.image.clone(),
         name: a.name.clone(),
         command: (!a.command.is_empty()).then(|| a.command.clone()),
         entrypoint,
         env,
-        volumes: a.volume.clone(),
-        tmpfs: a.tmpfs.clone(),
+        volumes,
+        tmpfs,
         publish: a.publish.clone(),
         network: a.network.clone(),
         dns: a.dns.clone(),
@@ -225,7 +276,99 @@ fn create_options(a: &RunArgs) -> Result<CreateOptions, Error> {
         tty: a.tty,
         auto_remove: a.rm,
         runtime: a.runtime.clone(),
+        pid: a.pid.clone(),
+        ipc: a.ipc.clone(),
+        uts: a.uts.clone(),
+        shm_size: a.shm_size.clone(),
+        group_add: a.group_add.clone(),
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        cpuset_mems: a.cpuset_mems.clone(),
+        cpu_shares: a.cpu_shares,
+        memory_swap: a.memory_swap.clone(),
+        memory_reservation: a.memory_reservation.clone(),
+        dns_search: a.dns_search.clone(),
+        dns_options: a.dns_option.clone(),
+        publish_all: a.publish_all,
+        expose: a.expose.clone(),
     })
+}
+
+/// What a `--mount` is in `-v` or `--tmpfs` terms.
+enum MountFlag {
+    Volume(String),
+    Tmpfs(String),
+}
+
+/// docker's `--mount type=bind|volume|tmpfs,source=…,target=…,readonly`.
+fn parse_mount(m: &str) -> Result<MountFlag, Error> {
+    let bad = |why: &str| -> Error { format!("--mount {m:?}: {why}").into() };
+    let (mut kind, mut source, mut target) = ("volume".to_string(), None, None);
+    let (mut read_only, mut propagation, mut tmpfs_opts) = (false, None, Vec::new());
+    for part in m.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .map_or((part, None), |(k, v)| (k, Some(v)));
+        match (k, v) {
+            ("type", Some(t)) => kind = t.to_string(),
+            ("source" | "src", Some(v)) => source = Some(v.to_string()),
+            ("target" | "destination" | "dst", Some(v)) => target = Some(v.to_string()),
+            ("readonly" | "ro", None | Some("true" | "1")) => read_only = true,
+            ("readonly" | "ro", Some("false" | "0")) => read_only = false,
+            ("bind-propagation", Some(p)) => propagation = Some(p.to_string()),
+            ("volume-nocopy", _) => {}
+            ("tmpfs-size", Some(v)) => tmpfs_opts.push(format!("size={v}")),
+            ("tmpfs-mode", Some(v)) => tmpfs_opts.push(format!("mode={v}")),
+            _ => return Err(bad(&format!("unknown key {k:?}"))),
+        }
+    }
+    let target = target.ok_or_else(|| bad("target is required"))?;
+    for p in [Some(&target), source.as_ref()].into_iter().flatten() {
+        if p.contains(':') {
+            return Err(bad("paths with ':' are not supported"));
+        }
+    }
+    let mut opts: Vec<String> = Vec::new();
+    if read_only {
+        opts.push("ro".into());
+    }
+    opts.extend(propagation);
+    let with_opts = |spec: String| {
+        if opts.is_empty() {
+            spec
+        } else {
+            format!("{spec}:{}", opts.join(","))
+        }
+    };
+    match kind.as_str() {
+        "bind" => {
+            let src = source.ok_or_else(|| bad("a bind mount needs a source"))?;
+            // Unlike -v, a missing source is an error, as in docker.
+            if std::fs::symlink_metadata(&src).is_err() {
+                return Err(bad(&format!("bind source path {src} does not exist")));
+            }
+            Ok(MountFlag::Volume(with_opts(format!("{src}:{target}"))))
+        }
+        "volume" => Ok(MountFlag::Volume(with_opts(match source {
+            Some(name) => format!("{name}:{target}"),
+            None => target,
+        }))),
+        "tmpfs" => {
+            if source.is_some() {
+                return Err(bad("a tmpfs has no source"));
+            }
+            if read_only {
+                tmpfs_opts.push("ro".into());
+            }
+            Ok(MountFlag::Tmpfs(if tmpfs_opts.is_empty() {
+                target
+            } else {
+                format!("{target}:{}", tmpfs_opts.join(","))
+            }))
+        }
+        other => Err(bad(&format!(
+            "type {other:?}: expected bind, volume or tmpfs"
+        ))),
+    }
 }
 
 /// `KEY=VALUE` as is; `KEY` takes the host's value (dropped if unset).
@@ -303,6 +446,15 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
     let engine = engine(root, runroot)?;
     let detach_keys = hako_monitor::parse_detach_keys(&a.detach_keys)?;
     let opts = create_options(&a)?;
+    if let Some(f) = &a.cidfile {
+        if f.exists() {
+            return Err(format!(
+                "--cidfile {}: the file exists (another container's?): remove it first",
+                f.display()
+            )
+            .into());
+        }
+    }
     let image = image_for(&engine, &a)?;
     let rec = match engine.create(&image, &opts) {
         Ok(r) => r,
@@ -312,6 +464,17 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
             return Ok(code);
         }
     };
+    if let Some(f) = &a.cidfile {
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(f)
+            .and_then(|mut file| file.write_all(rec.id.as_bytes()));
+        if let Err(e) = written {
+            let _ = engine.remove(&rec, true);
+            return Err(format!("--cidfile {}: {e}", f.display()).into());
+        }
+    }
     if !start {
         outln!("{}", rec.id);
         return Ok(0);

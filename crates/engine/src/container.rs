@@ -426,6 +426,14 @@ impl Engine {
                 .hostname
                 .clone()
                 .or(opts.hostname.clone())
+                .or_else(|| {
+                    // --uts host: the host's name.
+                    options::host_namespace("--uts", opts.uts.as_deref())
+                        .unwrap_or(false)
+                        .then(|| nix::unistd::gethostname().ok())
+                        .flatten()
+                        .map(|h| h.to_string_lossy().into_owned())
+                })
                 .unwrap_or_else(|| id[..12].to_string()),
             chain: image
                 .map(|i| hako_image::snapshot::chain_ids(&i.diff_ids))
@@ -535,6 +543,7 @@ impl Engine {
         if let Some(h) = &opts.hostname {
             crate::etc_files::validate_hostname(h)?;
         }
+        options::check_more(opts)?;
         for c in opts.cap_add.iter().chain(&opts.cap_drop) {
             options::normalise_cap("--cap-add/--cap-drop", c)?;
         }
@@ -549,6 +558,31 @@ impl Engine {
         };
         let netstore = self.networks();
         let mut ports = net::parse_ports(&opts.publish)?;
+        if opts.publish_all {
+            // -P: every exposed port not published already, on a free port.
+            let mut exposed: Vec<String> = config
+                .config
+                .as_ref()
+                .and_then(|c| c.exposed_ports.as_ref())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for e in &opts.expose {
+                let (list, proto) = options::expose_ports(e)?;
+                exposed.extend(list.iter().map(|p| format!("{p}/{proto}")));
+            }
+            for e in exposed {
+                let extra = net::parse_ports(std::slice::from_ref(&e))
+                    .map_err(|_| bad("-P", &e, "the image exposes a port that is no port"))?;
+                for p in extra {
+                    let published = ports
+                        .iter()
+                        .any(|q| q.container_port == p.container_port && q.protocol == p.protocol);
+                    if !published {
+                        ports.push(p);
+                    }
+                }
+            }
+        }
         let net_mode = match (opts.network.as_deref(), &opts.pod) {
             (Some(n), Some(_)) if !n.is_empty() => {
                 return Err(bad("--network", n, "a pod member shares its pod's network").into())
@@ -727,6 +761,8 @@ impl Engine {
                 addresses: Vec::new(),
                 add_hosts: &rec.options.add_hosts,
                 dns: &rec.options.dns,
+                dns_search: &rec.options.dns_search,
+                dns_options: &rec.options.dns_options,
                 host_network,
                 aliases: Vec::new(),
             },
@@ -901,6 +937,8 @@ impl Engine {
                 addresses,
                 add_hosts: &rec.options.add_hosts,
                 dns: &rec.options.dns,
+                dns_search: &rec.options.dns_search,
+                dns_options: &rec.options.dns_options,
                 host_network: false,
                 aliases: Vec::new(),
             },

@@ -14,6 +14,10 @@ pub struct EtcInput<'a> {
     pub add_hosts: &'a [String],
     /// `--dns` servers (replace the host's).
     pub dns: &'a [String],
+    /// `--dns-search` domains and `--dns-option` options (replace the
+    /// host's).
+    pub dns_search: &'a [String],
+    pub dns_options: &'a [String],
     /// The host's network: its files, not generated ones.
     pub host_network: bool,
     /// Other names that resolve to this container (pod members …).
@@ -102,7 +106,7 @@ pub fn write(dir: &Path, input: &EtcInput<'_>) -> std::io::Result<Vec<(PathBuf, 
     }
     std::fs::write(&hosts, h)?;
     std::fs::write(&hostname, format!("{}\n", input.hostname))?;
-    std::fs::write(&resolv, resolv_conf(input.dns, input.host_network))?;
+    std::fs::write(&resolv, resolv_conf(input))?;
     Ok(vec![
         (hosts, "/etc/hosts"),
         (hostname, "/etc/hostname"),
@@ -115,22 +119,29 @@ pub fn write(dir: &Path, input: &EtcInput<'_>) -> std::io::Result<Vec<(PathBuf, 
 /// nameservers cannot be reached from another network namespace; a
 /// systemd-resolved stub is replaced by its upstream servers). `--dns`
 /// replaces the nameservers.
-fn resolv_conf(dns: &[String], host_network: bool) -> String {
-    let servers: Vec<std::net::IpAddr> = dns.iter().filter_map(|d| d.parse().ok()).collect();
-    if host_network {
+fn resolv_conf(input: &EtcInput<'_>) -> String {
+    let servers: Vec<std::net::IpAddr> = input.dns.iter().filter_map(|d| d.parse().ok()).collect();
+    let changed =
+        !servers.is_empty() || !input.dns_search.is_empty() || !input.dns_options.is_empty();
+    let mut conf = if input.host_network {
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        if servers.is_empty() {
+        if !changed {
             return host;
         }
-        let conf = hako_network::dns::filter_resolv_conf(&host);
-        return conf.with_nameservers(servers).render();
-    }
-    let conf = hako_network::dns::host_resolv_conf().unwrap_or_default();
-    if servers.is_empty() {
-        conf.render()
+        hako_network::dns::filter_resolv_conf(&host)
     } else {
-        conf.with_nameservers(servers).render()
+        hako_network::dns::host_resolv_conf().unwrap_or_default()
+    };
+    if !servers.is_empty() {
+        conf = conf.with_nameservers(servers);
     }
+    if !input.dns_search.is_empty() {
+        conf.search = input.dns_search.to_vec();
+    }
+    if !input.dns_options.is_empty() {
+        conf.options = input.dns_options.to_vec();
+    }
+    conf.render()
 }
 
 #[cfg(test)]

@@ -58,6 +58,28 @@ pub struct CreateOptions {
     pub auto_remove: bool,
     /// The OCI runtime (default: hako-runtime).
     pub runtime: Option<PathBuf>,
+    /// `--pid`, `--ipc`, `--uts`: `host`, or a namespace of its own
+    /// (`private`, the default).
+    pub pid: Option<String>,
+    pub ipc: Option<String>,
+    pub uts: Option<String>,
+    /// The size of /dev/shm (docker's default: 64m).
+    pub shm_size: Option<String>,
+    /// Supplementary groups: gids or names in the image's /etc/group.
+    pub group_add: Vec<String>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub cpu_shares: Option<u64>,
+    /// Memory plus swap (docker's meaning); -1: unlimited swap.
+    pub memory_swap: Option<String>,
+    pub memory_reservation: Option<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `-P`: every exposed port (the image's and `--expose`) published on
+    /// a free host port.
+    pub publish_all: bool,
+    /// `--expose PORT[/PROTO]` (or a range).
+    pub expose: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +316,152 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         }
     };
     Some(n)
+}
+
+/// `--pid`/`--ipc`/`--uts`: whether the host's namespace is asked for.
+pub fn host_namespace(flag: &'static str, v: Option<&str>) -> Result<bool, OptionError> {
+    match v {
+        None | Some("") | Some("private") => Ok(false),
+        Some("host") => Ok(true),
+        Some(other) => Err(bad(
+            flag,
+            other,
+            "expected host or private (a pod shares namespaces between containers)",
+        )),
+    }
+}
+
+/// A cpuset list (`0-3,5`).
+fn check_cpuset(flag: &'static str, v: &str) -> Result<(), OptionError> {
+    let ok = !v.is_empty()
+        && v.split(',').all(|part| {
+            let mut ends = part.splitn(2, '-');
+            let a = ends.next().and_then(|x| x.parse::<u32>().ok());
+            match (a, ends.next()) {
+                (Some(_), None) => true,
+                (Some(a), Some(b)) => b.parse::<u32>().is_ok_and(|b| b >= a),
+                _ => false,
+            }
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            flag,
+            v,
+            "expected CPU or node numbers and ranges, such as 0-2,4",
+        ))
+    }
+}
+
+/// A resolv.conf word (`--dns-search`, `--dns-option`): it becomes one
+/// token of a line, so no whitespace (a newline would add lines).
+fn check_resolv_word(flag: &'static str, v: &str) -> Result<(), OptionError> {
+    if v.is_empty() || v.len() > 253 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(flag, v, "expected one word without spaces"));
+    }
+    Ok(())
+}
+
+/// The byte size of a size flag (`512m`, `1g`).
+pub fn size(flag: &'static str, v: &str) -> Result<u64, OptionError> {
+    crate::util::parse_bytes(v).ok_or_else(|| bad(flag, v, "expected a size such as 512m or 2g"))
+}
+
+/// `--memory-swap`: bytes, or -1 (unlimited swap).
+pub fn memory_swap(v: &str) -> Result<i64, OptionError> {
+    if v.trim() == "-1" {
+        return Ok(-1);
+    }
+    let b = size("--memory-swap", v)?;
+    i64::try_from(b).map_err(|_| bad("--memory-swap", v, "too large"))
+}
+
+/// Checks the flags of namespaces, /dev/shm, groups, cpusets, memory and
+/// DNS that crate::spec and the /etc files apply, before anything is made.
+pub fn check_more(o: &CreateOptions) -> Result<(), OptionError> {
+    for (flag, v) in [("--pid", &o.pid), ("--ipc", &o.ipc), ("--uts", &o.uts)] {
+        let host = host_namespace(flag, v.as_deref())?;
+        if host && o.pod.is_some() {
+            return Err(bad(
+                flag,
+                "host",
+                "a pod member shares its pod's namespaces",
+            ));
+        }
+    }
+    if host_namespace("--uts", o.uts.as_deref())? && o.hostname.is_some() {
+        return Err(bad(
+            "--hostname",
+            o.hostname.as_deref().unwrap_or_default(),
+            "a container on the host's UTS namespace has the host's name",
+        ));
+    }
+    if let Some(v) = &o.shm_size {
+        if size("--shm-size", v)? == 0 {
+            return Err(bad("--shm-size", v, "must be more than 0"));
+        }
+    }
+    for g in &o.group_add {
+        if g.is_empty() || g.contains([':', '\n', ' ']) {
+            return Err(bad("--group-add", g, "expected a group name or gid"));
+        }
+    }
+    if let Some(v) = &o.cpuset_cpus {
+        check_cpuset("--cpuset-cpus", v)?;
+    }
+    if let Some(v) = &o.cpuset_mems {
+        check_cpuset("--cpuset-mems", v)?;
+    }
+    if let Some(s) = o.cpu_shares {
+        if !(2..=262_144).contains(&s) {
+            return Err(bad("--cpu-shares", &s.to_string(), "must be 2 to 262144"));
+        }
+    }
+    if let Some(v) = &o.memory_reservation {
+        size("--memory-reservation", v)?;
+    }
+    if let Some(v) = &o.memory_swap {
+        let swap = memory_swap(v)?;
+        let memory = match &o.memory {
+            Some(m) => size("--memory", m)?,
+            None => return Err(bad("--memory-swap", v, "needs --memory (docker's rule)")),
+        };
+        if swap != -1 && (swap as u64) < memory {
+            return Err(bad(
+                "--memory-swap",
+                v,
+                "must be at least --memory (memory plus swap)",
+            ));
+        }
+    }
+    for d in &o.dns_search {
+        check_resolv_word("--dns-search", d)?;
+    }
+    for d in &o.dns_options {
+        check_resolv_word("--dns-option", d)?;
+    }
+    for e in &o.expose {
+        expose_ports(e)?;
+    }
+    Ok(())
+}
+
+/// `--expose 80`, `80/udp`, `8000-8010/tcp`: the ports and protocol.
+pub fn expose_ports(v: &str) -> Result<(Vec<u16>, String), OptionError> {
+    let (ports, proto) = v.split_once('/').unwrap_or((v, "tcp"));
+    if !matches!(proto, "tcp" | "udp" | "sctp") {
+        return Err(bad("--expose", v, "the protocol is tcp, udp or sctp"));
+    }
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
+    let list: Vec<u16> = match ports.split_once('-') {
+        Some((a, b)) => match (port(a), port(b)) {
+            (Some(a), Some(b)) if a <= b => (a..=b).collect(),
+            _ => return Err(bad("--expose", v, "expected PORT or FIRST-LAST")),
+        },
+        None => vec![port(ports).ok_or_else(|| bad("--expose", v, "expected a port in 1..65535"))?],
+    };
+    Ok((list, proto.to_string()))
 }
 
 #[cfg(test)]

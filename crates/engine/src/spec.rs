@@ -104,6 +104,35 @@ pub fn runtime_spec(opts: &CreateOptions, ctx: &SpecContext<'_>) -> Result<Value
         );
     }
     namespaces(&mut spec, ctx);
+    host_namespaces(&mut spec, opts)?;
+    if let Some(v) = &opts.shm_size {
+        let bytes = options::size("--shm-size", v)?;
+        if let Some(m) = spec["mounts"].as_array_mut().and_then(|ms| {
+            ms.iter_mut()
+                .find(|m| m["destination"] == "/dev/shm" && m["type"] == "tmpfs")
+        }) {
+            let mut o: Vec<Value> = m["options"].as_array().cloned().unwrap_or_default();
+            o.retain(|x| !x.as_str().is_some_and(|x| x.starts_with("size=")));
+            o.push(json!(format!("size={}k", bytes.div_ceil(1024))));
+            m["options"] = json!(o);
+        }
+    }
+    if !opts.group_add.is_empty() {
+        let mut gids: Vec<u32> = spec["process"]["user"]["additionalGids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_u64().map(|g| g as u32))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for g in &opts.group_add {
+            gids.push(bundle::resolve_group_in(ctx.rootfs, g)?);
+        }
+        gids.sort_unstable();
+        gids.dedup();
+        spec["process"]["user"]["additionalGids"] = json!(gids);
+    }
     for (path, dest) in &ctx.etc_files {
         push_mount(
             &mut spec,
@@ -222,6 +251,34 @@ fn namespaces(spec: &mut Value, ctx: &SpecContext<'_>) {
     }
 }
 
+/// `--pid host`, `--ipc host`, `--uts host`: no namespace of its own.
+fn host_namespaces(spec: &mut Value, opts: &CreateOptions) -> Result<(), SpecError> {
+    let mut drop = Vec::new();
+    if options::host_namespace("--pid", opts.pid.as_deref())? {
+        drop.push("pid");
+    }
+    if options::host_namespace("--ipc", opts.ipc.as_deref())? {
+        drop.push("ipc");
+        // The host's POSIX shared memory, not a new tmpfs (an mqueue
+        // mounted in the host's IPC namespace shows the host's queues).
+        push_mount(
+            spec,
+            json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+                   "options": ["rbind", "nosuid", "nodev", "noexec"]}),
+        );
+    }
+    if options::host_namespace("--uts", opts.uts.as_deref())? {
+        drop.push("uts");
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("hostname");
+        }
+    }
+    if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
+        list.retain(|n| !drop.iter().any(|d| n["type"] == *d));
+    }
+    Ok(())
+}
+
 fn resources(spec: &mut Value, opts: &CreateOptions) -> Result<(), SpecError> {
     let r = &mut spec["linux"]["resources"];
     if let Some(m) = &opts.memory {
@@ -247,6 +304,21 @@ fn resources(spec: &mut Value, opts: &CreateOptions) -> Result<(), SpecError> {
         }
         r["cpu"]["period"] = json!(100_000u64);
         r["cpu"]["quota"] = json!((c * 100_000.0).round() as i64);
+    }
+    if let Some(v) = &opts.cpuset_cpus {
+        r["cpu"]["cpus"] = json!(v);
+    }
+    if let Some(v) = &opts.cpuset_mems {
+        r["cpu"]["mems"] = json!(v);
+    }
+    if let Some(v) = opts.cpu_shares {
+        r["cpu"]["shares"] = json!(v);
+    }
+    if let Some(v) = &opts.memory_reservation {
+        r["memory"]["reservation"] = json!(options::size("--memory-reservation", v)?);
+    }
+    if let Some(v) = &opts.memory_swap {
+        r["memory"]["swap"] = json!(options::memory_swap(v)?);
     }
     if let Some(p) = opts.pids_limit {
         // 0 and -1: unlimited, as docker.

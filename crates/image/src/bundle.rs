@@ -19,6 +19,8 @@ pub enum BundleError {
     NoCommand,
     #[error("User {user:?}: {reason}")]
     User { user: String, reason: String },
+    #[error("--group-add {group:?}: no such group in the image's /etc/group")]
+    Group { group: String },
     #[error("{what}: {source}")]
     Json {
         what: &'static str,
@@ -245,24 +247,36 @@ fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), Bundl
     };
     let gid = match g {
         None => default_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let group = read_in_root(rootfs, "/etc/group").unwrap_or_default();
-                group
-                    .lines()
-                    .map(|l| l.split(':').collect::<Vec<_>>())
-                    .find(|f| f.len() >= 3 && f[0] == g)
-                    .and_then(|f| f[2].parse().ok())
-                    .ok_or_else(|| err(format!("no group {g:?} in the image's /etc/group")))?
-            }
-        },
+        Some(g) => group_id(rootfs, g)
+            .ok_or_else(|| err(format!("no group {g:?} in the image's /etc/group")))?,
     };
     let additional = match (&name, g) {
         (Some(n), None) => groups_of(rootfs, n, gid),
         _ => Vec::new(),
     };
     Ok((uid, gid, additional))
+}
+
+/// A group's gid: `group` itself when numeric, else its entry in the
+/// image's /etc/group.
+fn group_id(rootfs: &Path, group: &str) -> Option<u32> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Some(n);
+    }
+    read_in_root(rootfs, "/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == group)
+        .and_then(|f| f[2].parse().ok())
+}
+
+/// `--group-add`: the gid of `group` (a number, or a name in the image's
+/// /etc/group).
+pub fn resolve_group_in(rootfs: &Path, group: &str) -> Result<u32, BundleError> {
+    group_id(rootfs, group).ok_or_else(|| BundleError::Group {
+        group: group.to_string(),
+    })
 }
 
 /// Groups in /etc/group that list `name` as a member (not `primary`).

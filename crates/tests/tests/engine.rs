@@ -1483,3 +1483,200 @@ fn runc_and_crun_run_the_same_containers() {
         assert_clean(&h, &[id]);
     }
 }
+
+fn ns_of(pid: &str, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .expect("ns link")
+}
+
+/// The host's namespaces (--pid/--ipc/--uts host), /dev/shm's size,
+/// groups, cpusets, CPU shares, memory reservation and swap, DNS search
+/// and options, --mount, --cidfile and -P reach the kernel and the
+/// container's files; bad values are refused and leave nothing.
+#[test]
+fn host_namespaces_mounts_groups_and_cpusets_reach_the_container() {
+    let h = hako_with_busybox();
+    let run = |args: &[&str]| -> Out {
+        let mut all = vec!["run", "--rm", "--network", "none"];
+        all.extend_from_slice(args);
+        hako(&h, &all)
+    };
+    let o = run(&[
+        "--pid",
+        "host",
+        "--ipc",
+        "host",
+        "--uts",
+        "host",
+        IMG,
+        "sh",
+        "-c",
+        "for n in pid ipc uts; do readlink /proc/self/ns/$n; done; hostname; cat /etc/hostname",
+    ]);
+    let host_name = nix::unistd::gethostname()
+        .expect("hostname")
+        .to_string_lossy()
+        .into_owned();
+    let me = std::process::id().to_string();
+    assert_eq!(
+        o.stdout,
+        format!(
+            "{}\n{}\n{}\n{host_name}\n{host_name}\n",
+            ns_of(&me, "pid"),
+            ns_of(&me, "ipc"),
+            ns_of(&me, "uts")
+        ),
+        "{}",
+        o.stderr
+    );
+    // Without them: namespaces of its own.
+    let o = run(&[IMG, "readlink", "/proc/self/ns/pid"]);
+    assert_ne!(o.stdout.trim(), ns_of(&me, "pid"), "{}", o.stderr);
+    let o = run(&[
+        "--shm-size",
+        "1m",
+        "--group-add",
+        "1234",
+        "--group-add",
+        "5",
+        IMG,
+        "sh",
+        "-c",
+        "grep ' /dev/shm ' /proc/self/mountinfo; grep Groups /proc/self/status",
+    ]);
+    assert!(o.stdout.contains("size=1024k"), "{}{}", o.stdout, o.stderr);
+    let groups: Vec<&str> = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert!(
+        groups.contains(&"5") && groups.contains(&"1234"),
+        "{}",
+        o.stdout
+    );
+    let o = run(&[
+        "--dns-search",
+        "example.org",
+        "--dns-option",
+        "ndots:2",
+        IMG,
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(o.stdout.starts_with("search example.org\n"), "{}", o.stdout);
+    assert!(o.stdout.contains("options ndots:2\n"), "{}", o.stdout);
+    // --mount: a bind (read-only), a named volume and a tmpfs.
+    let o = run(&[
+        "--mount", "type=bind,source=/etc,target=/h,readonly",
+        "--mount", "type=volume,source=mvol,target=/v",
+        "--mount", "type=tmpfs,target=/t,tmpfs-size=1m",
+        IMG, "sh", "-c",
+        "test -f /h/hostname && ! touch /h/x 2>/dev/null && echo hi > /v/f && grep ' /t ' /proc/self/mountinfo",
+    ]);
+    assert!(o.stdout.contains("size=1024k"), "{}{}", o.stdout, o.stderr);
+    assert_eq!(h.ok(&["volume", "ls", "-q"]), "mvol\n");
+    h.ok(&["volume", "rm", "mvol"]);
+    // Cgroup settings, and --cidfile.
+    let cid = TempDir::new("cid");
+    let cidfile = cid.path.join("cid");
+    let id = h
+        .ok(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--cidfile",
+            &cidfile.to_string_lossy(),
+            "--cpuset-cpus",
+            "0",
+            "--cpu-shares",
+            "512",
+            "--memory",
+            "64m",
+            "--memory-reservation",
+            "32m",
+            IMG,
+            "sleep",
+            "100",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(std::fs::read_to_string(&cidfile).expect("cidfile"), id);
+    let pid = inspect(&h, &id)["State"]["Pid"].as_i64().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(status.contains("Cpus_allowed_list:\t0\n"), "{status}");
+    let cpu = cgroup_dir(pid, "cpu");
+    if cpu.join("cpu.weight").exists() {
+        // cgroup2: shares 512 are weight 20 (runc's conversion).
+        assert_ne!(read_trim(&cpu.join("cpu.weight")), "100");
+    } else {
+        assert_eq!(read_trim(&cpu.join("cpu.shares")), "512");
+    }
+    let mem = cgroup_dir(pid, "memory");
+    let soft = if mem.join("memory.low").exists() {
+        read_trim(&mem.join("memory.low"))
+    } else {
+        read_trim(&mem.join("memory.soft_limit_in_bytes"))
+    };
+    assert_eq!(soft, (32u64 << 20).to_string());
+    // The cidfile exists now: another container may not take it.
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "-d",
+            "--cidfile",
+            &cidfile.to_string_lossy(),
+            IMG,
+            "true",
+        ],
+    );
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    h.ok(&["rm", "-f", &id]);
+    // -P publishes what --expose (or the image) exposes, on free ports.
+    let web = "echo p-all > /tmp/index.html; exec httpd -f -p 8080 -h /tmp";
+    let id = h
+        .ok(&["run", "-d", "-P", "--expose", "8080", IMG, "sh", "-c", web])
+        .trim()
+        .to_string();
+    let port = h.ok(&["port", &id]);
+    let host_port = port.trim().rsplit(':').next().expect("port").to_string();
+    assert!(port.starts_with("8080/tcp -> 0.0.0.0:"), "{port}");
+    assert!(
+        wait_for(10, || curl(&format!(
+            "http://127.0.0.1:{host_port}/index.html"
+        )) == "p-all\n"),
+        "-P port {host_port} did not answer"
+    );
+    h.ok(&["rm", "-f", &id]);
+    // Refused before anything is made.
+    for bad in [
+        vec!["--pid", "container:x", IMG, "true"],
+        vec!["--uts", "host", "--hostname", "x", IMG, "true"],
+        vec!["--shm-size", "lots", IMG, "true"],
+        vec!["--cpuset-cpus", "1-0", IMG, "true"],
+        vec!["--cpu-shares", "1", IMG, "true"],
+        vec!["--memory-swap", "1g", IMG, "true"],
+        vec!["--memory", "64m", "--memory-swap", "32m", IMG, "true"],
+        vec!["--dns-search", "a\nnameserver 6.6.6.6", IMG, "true"],
+        vec!["--group-add", "nosuchgroup", IMG, "true"],
+        vec![
+            "--mount",
+            "type=bind,source=/no/such/dir,target=/x",
+            IMG,
+            "true",
+        ],
+        vec!["--mount", "type=nfs,target=/x", IMG, "true"],
+        vec!["--mount", "source=/etc", IMG, "true"],
+        vec!["-P", "--expose", "70000", IMG, "true"],
+    ] {
+        let o = run(&bad);
+        assert_eq!(o.code, 125, "{bad:?}: {}", o.stderr);
+        assert!(o.stderr.starts_with("hako: "), "{bad:?}: {}", o.stderr);
+    }
+    assert_clean(&h, &[]);
+}
