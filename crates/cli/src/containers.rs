@@ -639,6 +639,32 @@ pub fn stop(
     })
 }
 
+pub fn restart(
+    root: &Path,
+    runroot: &Path,
+    time: Option<u64>,
+    names: &[String],
+) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    each(names, |n| {
+        let r = engine.find(n)?;
+        engine.restart(&r, time)
+    })
+}
+
+/// `pause` (true) or `unpause` of each container.
+pub fn pause(root: &Path, runroot: &Path, freeze: bool, names: &[String]) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    each(names, |n| {
+        let r = engine.find(n)?;
+        if freeze {
+            engine.pause(&r)
+        } else {
+            engine.unpause(&r)
+        }
+    })
+}
+
 pub fn kill(root: &Path, runroot: &Path, signal: &str, names: &[String]) -> Result<i32, Error> {
     let engine = engine(root, runroot)?;
     let sig = hako_engine::options::parse_signal(signal)
@@ -694,7 +720,7 @@ pub fn wait(root: &Path, runroot: &Path, names: &[String]) -> Result<i32, Error>
 fn status_text(engine: &Engine, rec: &ContainerRecord, st: &Status) -> String {
     match st {
         Status::Created { .. } => "Created".into(),
-        Status::Running => {
+        Status::Running | Status::Paused => {
             let since = engine
                 .started_at(rec)
                 .and_then(|s| hako_engine::util::parse_rfc3339_nanos(&s))
@@ -703,7 +729,11 @@ fn status_text(engine: &Engine, rec: &ContainerRecord, st: &Status) -> String {
                     hako_engine::util::human_duration(secs as u64)
                 })
                 .unwrap_or_default();
-            format!("Up {since}")
+            if *st == Status::Paused {
+                format!("Up {since} (Paused)")
+            } else {
+                format!("Up {since}")
+            }
         }
         Status::Exited { code, finished_at } => {
             let ago = hako_engine::util::parse_rfc3339_nanos(finished_at)
@@ -932,7 +962,7 @@ pub fn inspect_json(engine: &Engine, r: &ContainerRecord) -> serde_json::Value {
             "ExitCode": code,
             "StartedAt": engine.started_at(r).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             "FinishedAt": finished,
-            "Paused": false,
+            "Paused": st == Status::Paused,
             "Restarting": false,
             "OOMKilled": false,
             "Error": "",

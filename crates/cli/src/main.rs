@@ -158,6 +158,27 @@ enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Stop containers, then start them again.
+    Restart {
+        /// Seconds to wait before SIGKILL (the container's stop timeout,
+        /// 10 by default).
+        #[arg(short, long)]
+        time: Option<u64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Give a container another name.
+    Rename { container: String, name: String },
+    /// Freeze every process of containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Send a signal to containers.
     Kill {
         #[arg(short, long, default_value = "KILL")]
@@ -324,6 +345,17 @@ fn main() -> ExitCode {
             &containers,
         ),
         Command::Stop { time, containers } => containers::stop(&root, &runroot, time, &containers),
+        Command::Restart { time, containers } => {
+            containers::restart(&root, &runroot, time, &containers)
+        }
+        Command::Rename { container, name } => (|| -> Result<i32, Error> {
+            let engine = hako_engine::Engine::open(&root, &runroot)?;
+            let rec = engine.find(&container)?;
+            engine.rename(&rec, &name)?;
+            Ok(0)
+        })(),
+        Command::Pause { containers } => containers::pause(&root, &runroot, true, &containers),
+        Command::Unpause { containers } => containers::pause(&root, &runroot, false, &containers),
         Command::Kill { signal, containers } => {
             containers::kill(&root, &runroot, &signal, &containers)
         }

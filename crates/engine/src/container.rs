@@ -66,6 +66,9 @@ pub enum EngineError {
     Other { id: String, what: String },
 }
 
+/// In the run dir while the container is paused.
+const PAUSED_MARK: &str = "paused";
+
 /// What a container is, read from its run dir (never stored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Status {
@@ -75,6 +78,8 @@ pub enum Status {
         monitor: bool,
     },
     Running,
+    /// Running, its processes frozen (`hako pause`).
+    Paused,
     Exited {
         code: i32,
         finished_at: String,
@@ -89,18 +94,23 @@ impl Status {
         match self {
             Status::Created { .. } => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Exited { .. } => "exited",
             Status::Dead => "dead",
         }
     }
 
+    /// Running or paused (docker's State.Running).
     pub fn is_running(&self) -> bool {
-        matches!(self, Status::Running)
+        matches!(self, Status::Running | Status::Paused)
     }
 
-    /// A monitor holds a container (created or running).
+    /// A monitor holds a container (created, running or paused).
     pub fn is_live(&self) -> bool {
-        matches!(self, Status::Running | Status::Created { monitor: true })
+        matches!(
+            self,
+            Status::Running | Status::Paused | Status::Created { monitor: true }
+        )
     }
 }
 
@@ -311,6 +321,8 @@ impl Engine {
         }
         let started = run.join("started").exists();
         match (monitor_alive(&run), started) {
+            // The mark `pause` leaves (a new run dir at each start).
+            (true, true) if run.join(PAUSED_MARK).exists() => Status::Paused,
             (true, true) => Status::Running,
             (true, false) => Status::Created { monitor: true },
             // A monitor writes the exit record right before it exits: one
@@ -1020,7 +1032,7 @@ impl Engine {
 
     fn start_locked(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
         match self.status(rec) {
-            Status::Running => return Ok(()),
+            Status::Running | Status::Paused => return Ok(()),
             Status::Created { monitor: true } => {}
             _ => self.spawn_monitor(rec)?,
         }
@@ -1046,11 +1058,15 @@ impl Engine {
         x: &ExecRequest,
     ) -> Result<(std::process::Command, PathBuf), EngineError> {
         let st = self.status(rec);
-        if !st.is_running() {
+        if st != Status::Running {
             return Err(EngineError::State {
                 name: rec.name.clone(),
                 state: st.word().into(),
-                hint: "exec needs a running container",
+                hint: if st == Status::Paused {
+                    "unpause it first"
+                } else {
+                    "exec needs a running container"
+                },
             });
         }
         if x.args.is_empty() {
@@ -1119,6 +1135,71 @@ impl Engine {
         Ok(())
     }
 
+    /// Freezes every process of a running container (the runtime's
+    /// `pause`: the cgroup freezer).
+    pub fn pause(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let _lock = self.lock(&rec.id)?;
+        let st = self.status(rec);
+        if st != Status::Running {
+            return Err(EngineError::State {
+                name: rec.name.clone(),
+                state: st.word().into(),
+                hint: "only a running container can be paused",
+            });
+        }
+        self.oci_runtime(rec).pause(&rec.id)?;
+        let mark = self.run_dir(&rec.id).join(PAUSED_MARK);
+        std::fs::write(&mark, b"").map_err(|e| io_err(&rec.id, "writing", &mark)(e))
+    }
+
+    /// Thaws a paused container.
+    pub fn unpause(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let _lock = self.lock(&rec.id)?;
+        let st = self.status(rec);
+        if st != Status::Paused {
+            return Err(EngineError::State {
+                name: rec.name.clone(),
+                state: st.word().into(),
+                hint: "only a paused container can be unpaused",
+            });
+        }
+        self.unpause_locked(rec)
+    }
+
+    fn unpause_locked(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        self.oci_runtime(rec).resume(&rec.id)?;
+        let _ = std::fs::remove_file(self.run_dir(&rec.id).join(PAUSED_MARK));
+        Ok(())
+    }
+
+    /// Gives the container another name (its hostname stays, as in docker).
+    pub fn rename(&self, rec: &ContainerRecord, name: &str) -> Result<(), EngineError> {
+        if !util::valid_name(name) {
+            return Err(bad("rename", name, "may hold only [a-zA-Z0-9][a-zA-Z0-9_.-]").into());
+        }
+        if rec.infra_for.is_some() {
+            return Err(bad(
+                "rename",
+                &rec.name,
+                "a pod's infra container keeps its name",
+            )
+            .into());
+        }
+        let _lock = self.lock(&rec.id)?;
+        let mut renamed = self.find(&rec.id)?;
+        let old = std::mem::replace(&mut renamed.name, name.to_string());
+        renamed.options.name = Some(name.to_string());
+        self.db.rename(&CONTAINERS, &rec.id, &old, name, &renamed)?;
+        Ok(())
+    }
+
+    /// `stop` then `start`, under one lock.
+    pub fn restart(&self, rec: &ContainerRecord, timeout: Option<u64>) -> Result<(), EngineError> {
+        let _lock = self.lock(&rec.id)?;
+        self.stop_locked(rec, timeout)?;
+        self.start_locked(rec)
+    }
+
     /// The stop signal, then SIGKILL after `timeout` (the container's own
     /// stop timeout when None). A container that is not running is left
     /// as it is.
@@ -1131,6 +1212,8 @@ impl Engine {
         let rt = self.oci_runtime(rec);
         match self.status(rec) {
             Status::Running => {}
+            // Frozen processes cannot act on the stop signal: thawed first.
+            Status::Paused => self.unpause_locked(rec)?,
             Status::Created { monitor: true } => {
                 // Never started: deleting it ends its waiting init.
                 rt.delete(&rec.id, true)?;

@@ -114,6 +114,32 @@ impl Db {
         })
     }
 
+    /// Replaces the record under `key` and moves its name `from` to `to`
+    /// (which must be free), in one transaction.
+    pub fn rename<T: Serialize>(
+        &self,
+        kind: &Kind,
+        key: &str,
+        from: &str,
+        to: &str,
+        rec: &T,
+    ) -> Result<(), DbError> {
+        let bytes = self.encode(kind, key, rec)?;
+        self.db.write(|w| {
+            if let Some(id) = w.name(kind.what, to)? {
+                return Err(DbError::NameInUse {
+                    what: kind.what,
+                    name: to.to_string(),
+                    id,
+                });
+            }
+            w.remove_name(kind.what, from)?;
+            w.set_name(kind.what, to, key)?;
+            w.put(kind.what, key, &bytes)?;
+            Ok(())
+        })
+    }
+
     /// Removes the record under `key` and every name pointing at it.
     pub fn remove(&self, kind: &Kind, key: &str) -> Result<bool, DbError> {
         self.db.write(|w| {

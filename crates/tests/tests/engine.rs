@@ -1680,3 +1680,73 @@ fn host_namespaces_mounts_groups_and_cpusets_reach_the_container() {
     }
     assert_clean(&h, &[]);
 }
+
+/// pause freezes the container (its output stops; exec is refused),
+/// unpause thaws it, stop works on a paused one; restart runs it again;
+/// rename moves its name, refusing one in use.
+#[test]
+fn pause_unpause_restart_and_rename() {
+    let h = hako_with_busybox();
+    let id = h
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "tick",
+            "--network",
+            "none",
+            IMG,
+            "sh",
+            "-c",
+            "while :; do echo t; sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    let lines = || hako(&h, &["logs", "tick"]).stdout.lines().count();
+    assert!(wait_for(5, || lines() > 0));
+    h.ok(&["pause", "tick"]);
+    assert_eq!(inspect(&h, "tick")["State"]["Status"], "paused");
+    assert_eq!(inspect(&h, "tick")["State"]["Paused"], true);
+    assert!(h.ok(&["ps"]).contains("(Paused)"));
+    std::thread::sleep(Duration::from_millis(300));
+    let frozen = lines();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(lines(), frozen, "output while paused");
+    let o = hako(&h, &["exec", "tick", "true"]);
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    assert!(o.stderr.contains("paused"), "{}", o.stderr);
+    assert_eq!(hako(&h, &["pause", "tick"]).code, 125);
+    h.ok(&["unpause", "tick"]);
+    assert_eq!(inspect(&h, "tick")["State"]["Status"], "running");
+    assert!(wait_for(5, || lines() > frozen), "no output after unpause");
+    assert_eq!(hako(&h, &["unpause", "tick"]).code, 125);
+    // A paused container stops (it is thawed for its stop signal).
+    h.ok(&["pause", "tick"]);
+    h.ok(&["stop", "-t", "1", "tick"]);
+    assert_eq!(inspect(&h, "tick")["State"]["Status"], "exited");
+    // restart: running again, with a new pid.
+    h.ok(&["start", "tick"]);
+    let pid = inspect(&h, "tick")["State"]["Pid"].as_i64().expect("pid");
+    h.ok(&["restart", "-t", "1", "tick"]);
+    let st = inspect(&h, "tick");
+    assert_eq!(st["State"]["Status"], "running");
+    assert_ne!(st["State"]["Pid"].as_i64().expect("pid"), pid);
+    // rename.
+    h.ok(&[
+        "create",
+        "--name",
+        "other",
+        "--network",
+        "none",
+        IMG,
+        "true",
+    ]);
+    let o = hako(&h, &["rename", "tick", "other"]);
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    assert_eq!(hako(&h, &["rename", "tick", "bad/name"]).code, 125);
+    h.ok(&["rename", "tick", "tock"]);
+    assert_eq!(inspect(&h, "tock")["Id"], id.as_str());
+    assert_eq!(hako(&h, &["inspect", "tick"]).code, 125);
+    h.ok(&["rm", "-f", "tock", "other"]);
+    assert_clean(&h, &[id]);
+}
