@@ -202,6 +202,88 @@ pub struct PsArgs {
     format: Option<String>,
     #[arg(long = "no-trunc")]
     no_trunc: bool,
+    /// KEY=VALUE: id, name, label, status, exited, ancestor, pod, network
+    /// (several of one key: any; of different keys: all).
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    /// The N most recently created (also not running).
+    #[arg(short = 'n', long = "last")]
+    last: Option<usize>,
+    /// The most recently created (also not running).
+    #[arg(short, long)]
+    latest: bool,
+}
+
+/// `ps --filter`s, grouped by key.
+struct PsFilter(Vec<(String, Vec<String>)>);
+
+impl PsFilter {
+    fn parse(specs: &[String]) -> Result<PsFilter, Error> {
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for f in specs {
+            let (k, v) = f
+                .split_once('=')
+                .ok_or_else(|| format!("--filter {f:?}: expected KEY=VALUE"))?;
+            const KEYS: [&str; 8] = [
+                "id", "name", "label", "status", "exited", "ancestor", "pod", "network",
+            ];
+            if !KEYS.contains(&k) {
+                return Err(format!("--filter {f:?}: the keys are {}", KEYS.join(", ")).into());
+            }
+            if k == "status"
+                && ![
+                    "created",
+                    "running",
+                    "paused",
+                    "exited",
+                    "dead",
+                    "restarting",
+                    "removing",
+                ]
+                .contains(&v)
+            {
+                return Err(format!(
+                    "--filter {f:?}: a status is created, running, paused, exited or dead"
+                )
+                .into());
+            }
+            if k == "exited" && v.parse::<i32>().is_err() {
+                return Err(format!("--filter {f:?}: an exit code is a number").into());
+            }
+            match groups.iter_mut().find(|(key, _)| key == k) {
+                Some((_, vs)) => vs.push(v.to_string()),
+                None => groups.push((k.to_string(), vec![v.to_string()])),
+            }
+        }
+        Ok(PsFilter(groups))
+    }
+
+    fn matches(&self, engine: &Engine, r: &ContainerRecord, st: &Status) -> bool {
+        self.0.iter().all(|(k, vs)| {
+            vs.iter().any(|v| match k.as_str() {
+                "id" => r.id.starts_with(v.as_str()),
+                "name" => r.name.contains(v.as_str()),
+                "label" => r.options.labels.iter().any(|l| {
+                    l == v || (!v.contains('=') && l.split('=').next() == Some(v.as_str()))
+                }),
+                "status" => st.word() == v,
+                "exited" => matches!(st, Status::Exited { code, .. } if code.to_string() == *v),
+                "ancestor" => {
+                    r.image_name == *v
+                        || r.image == *v
+                        || r.image_name.strip_suffix(":latest") == Some(v.as_str())
+                        || r.image_id.trim_start_matches("sha256:").starts_with(v.as_str())
+                }
+                "pod" => r.pod.as_deref().is_some_and(|p| {
+                    p.starts_with(v.as_str())
+                        || engine.find_pod(p).is_ok_and(|pod| pod.name == *v)
+                }),
+                "network" => engine.attached_networks(r).iter().any(|n| n.network == *v)
+                    || matches!(&r.network.mode, hako_engine::net::NetMode::Network(n) if n == v),
+                _ => false,
+            })
+        })
+    }
 }
 
 fn engine(root: &Path, runroot: &Path) -> Result<Engine, Error> {
@@ -747,13 +829,26 @@ fn status_text(engine: &Engine, rec: &ContainerRecord, st: &Status) -> String {
 
 pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
     let engine = engine(root, runroot)?;
+    let filter = PsFilter::parse(&a.filter)?;
+    // A status or exit-code filter looks at every container, as docker.
+    let all = a.all
+        || a.latest
+        || a.last.is_some()
+        || filter.0.iter().any(|(k, _)| k == "status" || k == "exited");
     let mut rows = Vec::new();
     for rec in engine.list()? {
         let st = engine.status(&rec);
-        if (!a.all && !st.is_running()) || rec.infra_for.is_some() {
+        if (!all && !st.is_running()) || rec.infra_for.is_some() {
+            continue;
+        }
+        if !filter.matches(&engine, &rec, &st) {
             continue;
         }
         rows.push((rec, st));
+    }
+    // Newest first (list's order): -n keeps the first N, -l the first.
+    if let Some(n) = a.last.or(a.latest.then_some(1)) {
+        rows.truncate(n);
     }
     if a.quiet {
         for (r, _) in &rows {

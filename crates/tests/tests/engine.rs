@@ -1750,3 +1750,64 @@ fn pause_unpause_restart_and_rename() {
     h.ok(&["rm", "-f", "tock", "other"]);
     assert_clean(&h, &[id]);
 }
+
+/// `ps --filter`, `-n` and `-l`, as docker takes them.
+#[test]
+fn ps_filters_last_and_latest() {
+    let h = hako_with_busybox();
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fa",
+        "-l",
+        "app=web",
+        "--network",
+        "none",
+        IMG,
+        "sleep",
+        "100",
+    ]);
+    let o = hako(
+        &h,
+        &[
+            "run",
+            "--name",
+            "fb",
+            "--network",
+            "none",
+            IMG,
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    h.ok(&["create", "--name", "fc", "--network", "none", IMG, "true"]);
+    let names = |args: &[&str]| -> String {
+        let mut all = vec!["ps", "--format", "{{.Names}}"];
+        all.extend_from_slice(args);
+        h.ok(&all).lines().collect::<Vec<_>>().join(",")
+    };
+    assert_eq!(names(&[]), "fa");
+    assert_eq!(names(&["-a"]), "fc,fb,fa");
+    assert_eq!(names(&["-a", "-f", "name=f", "-f", "label=app=web"]), "fa");
+    assert_eq!(names(&["-a", "-f", "label=app"]), "fa");
+    assert_eq!(names(&["-a", "-f", "label=app=db"]), "");
+    assert_eq!(names(&["-f", "status=exited"]), "fb");
+    assert_eq!(names(&["-f", "exited=3"]), "fb");
+    assert_eq!(
+        names(&["-f", "status=created", "-f", "status=running"]),
+        "fc,fa"
+    );
+    assert_eq!(names(&["-a", "-f", &format!("ancestor={IMG}")]), "fc,fb,fa");
+    let fb = inspect(&h, "fb")["Id"].as_str().expect("id").to_string();
+    assert_eq!(names(&["-a", "-f", &format!("id={}", &fb[..8])]), "fb");
+    assert_eq!(names(&["-n", "2"]), "fc,fb");
+    assert_eq!(names(&["-l"]), "fc");
+    for bad in ["bogus=1", "status=weird", "exited=x", "noeq"] {
+        assert_eq!(hako(&h, &["ps", "-f", bad]).code, 125, "{bad}");
+    }
+    h.ok(&["rm", "-f", "fa", "fb", "fc"]);
+    assert_clean(&h, &[]);
+}
