@@ -507,16 +507,7 @@ fn create_failure_code(e: &EngineError) -> i32 {
     if !msg.contains("exec") {
         return EXIT_ENGINE;
     }
-    if msg.contains("No such file") || msg.contains("not found") || msg.contains("no such file") {
-        EXIT_NOT_FOUND
-    } else if msg.contains("ermission denied")
-        || msg.contains("not executable")
-        || msg.contains("is a directory")
-    {
-        EXIT_CANNOT_INVOKE
-    } else {
-        EXIT_ENGINE
-    }
+    exec_failure_code(&msg)
 }
 
 /// Prints `hako: MESSAGE` with its sources.
@@ -1357,16 +1348,36 @@ pub fn exec(root: &Path, runroot: &Path, a: ExecArgs) -> Result<i32, Error> {
         tty: a.tty,
         detach: a.detach,
     };
-    let (mut cmd, file) = engine.exec_command(&rec, &req)?;
+    let mut exec = engine.exec_command(&rec, &req)?;
     if !a.interactive {
-        cmd.stdin(std::process::Stdio::null());
+        exec.command.stdin(std::process::Stdio::null());
     }
-    let status = cmd.status();
-    let _ = std::fs::remove_file(&file);
+    let status = exec.command.status();
+    let failure = exec.runtime_error();
+    exec.clean();
     let status = status.map_err(|e| format!("running {}: {e}", rec.runtime.display()))?;
-    Ok(status.code().unwrap_or_else(|| {
+    let code = status.code().unwrap_or_else(|| {
         128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-    }))
+    });
+    // The runtime could not start the process (it said why on stderr):
+    // 127 not found, 126 not runnable, 125 else, as podman.
+    Ok(match failure {
+        Some(msg) if code != 0 => exec_failure_code(&msg),
+        _ => code,
+    })
+}
+
+fn exec_failure_code(msg: &str) -> i32 {
+    if msg.contains("not found") || msg.contains("No such file") || msg.contains("no such file") {
+        EXIT_NOT_FOUND
+    } else if msg.contains("ermission denied")
+        || msg.contains("not executable")
+        || msg.contains("is a directory")
+    {
+        EXIT_CANNOT_INVOKE
+    } else {
+        EXIT_ENGINE
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -66,6 +66,33 @@ pub enum EngineError {
     Other { id: String, what: String },
 }
 
+/// `runtime exec` for a process, and the files it uses.
+pub struct ExecCommand {
+    pub command: std::process::Command,
+    /// The process's JSON (`--process`).
+    pub process_file: PathBuf,
+    /// The runtime's JSON log (`--log`).
+    pub log_file: PathBuf,
+}
+
+impl ExecCommand {
+    /// The runtime's error, if it logged one (the process did not start).
+    pub fn runtime_error(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log_file).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| matches!(v["level"].as_str(), Some("error" | "fatal")))
+            .filter_map(|v| v["msg"].as_str().map(str::to_string))
+            .next_back()
+    }
+
+    /// Removes the files.
+    pub fn clean(&self) {
+        let _ = std::fs::remove_file(&self.process_file);
+        let _ = std::fs::remove_file(&self.log_file);
+    }
+}
+
 /// In the run dir while the container is paused.
 const PAUSED_MARK: &str = "paused";
 
@@ -1056,7 +1083,7 @@ impl Engine {
         &self,
         rec: &ContainerRecord,
         x: &ExecRequest,
-    ) -> Result<(std::process::Command, PathBuf), EngineError> {
+    ) -> Result<ExecCommand, EngineError> {
         let st = self.status(rec);
         if st != Status::Running {
             return Err(EngineError::State {
@@ -1108,8 +1135,13 @@ impl Engine {
             .join(format!("exec-{}.json", std::process::id()));
         std::fs::write(&file, serde_json::to_vec(&p).unwrap_or_default())
             .map_err(io("writing", &file))?;
+        // The runtime's own errors (the process could not be started)
+        // go to a JSON log too, told apart from the process's exit status.
+        let log = file.with_extension("log");
         let rt = self.oci_runtime(rec);
-        let mut c = rt.command(&["exec", "--process"]);
+        let mut c = rt.command(&["--log"]);
+        c.arg(&log)
+            .args(["--log-format", "json", "exec", "--process"]);
         c.arg(&file);
         if x.tty {
             c.arg("--tty");
@@ -1118,7 +1150,11 @@ impl Engine {
             c.arg("--detach");
         }
         c.arg(&rec.id);
-        Ok((c, file))
+        Ok(ExecCommand {
+            command: c,
+            process_file: file,
+            log_file: log,
+        })
     }
 
     /// Sends `signal` to a running container.

@@ -343,6 +343,12 @@ fn detached_containers_logs_exec_stop_kill_and_rm() {
     // By ID prefix too.
     assert_eq!(inspect(&h, &id[..8])["Name"], "web");
 
+    // exec of what cannot run: 127 not found, 126 not runnable, as podman;
+    // a process's own status passes through, 127 included.
+    assert_eq!(hako(&h, &["exec", "web", "no-such-cmd"]).code, 127);
+    assert_eq!(hako(&h, &["exec", "web", "/etc"]).code, 126);
+    assert_eq!(hako(&h, &["exec", "web", "sh", "-c", "exit 127"]).code, 127);
+    assert_eq!(hako(&h, &["exec", "web", "sh", "-c", "exit 1"]).code, 1);
     // exec: output, status, env, user and workdir.
     let o = hako(
         &h,
