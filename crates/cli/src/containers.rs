@@ -119,6 +119,10 @@ pub struct RunArgs {
     /// Write the container ID to this file (which must not exist).
     #[arg(long)]
     cidfile: Option<PathBuf>,
+    /// no, on-failure[:N], always or unless-stopped: started again after
+    /// it exits (not after `stop` or `kill`; not at boot: no daemon).
+    #[arg(long)]
+    restart: Option<String>,
     #[arg(long = "read-only")]
     read_only: bool,
     #[arg(long = "cap-add")]
@@ -372,6 +376,7 @@ fn create_options(a: &RunArgs) -> Result<CreateOptions, Error> {
         dns_options: a.dns_option.clone(),
         publish_all: a.publish_all,
         expose: a.expose.clone(),
+        restart: a.restart.clone(),
     })
 }
 
@@ -1032,10 +1037,14 @@ pub fn inspect_json(engine: &Engine, r: &ContainerRecord) -> serde_json::Value {
             )
         })
         .collect();
+    let restart = hako_engine::options::RestartPolicy::parse(r.options.restart.as_deref())
+        .unwrap_or(hako_engine::options::RestartPolicy::No)
+        .docker();
     serde_json::json!({
         "Id": r.id,
         "Name": r.name,
         "Created": hako_engine::util::rfc3339_nanos(r.created),
+        "RestartCount": engine.restart_count(r),
         "Path": r.args.first(),
         "Args": r.args.get(1..).unwrap_or_default(),
         "Image": r.image_id,
@@ -1080,6 +1089,10 @@ pub fn inspect_json(engine: &Engine, r: &ContainerRecord) -> serde_json::Value {
             "Tmpfs": r.options.tmpfs,
             "Privileged": r.options.privileged,
             "ReadonlyRootfs": r.options.read_only,
+            "RestartPolicy": {
+                "Name": restart.0,
+                "MaximumRetryCount": restart.1,
+            },
             "CapAdd": r.options.cap_add,
             "CapDrop": r.options.cap_drop,
         },

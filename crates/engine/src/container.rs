@@ -95,6 +95,11 @@ impl ExecCommand {
 
 /// In the run dir while the container is paused.
 const PAUSED_MARK: &str = "paused";
+/// In the container dir once `stop` or `kill` ended it: its restart
+/// policy does not start it again (until a `start`).
+const STOPPED_MARK: &str = "stopped-by-user";
+/// In the container dir: how often its restart policy started it.
+const RESTARTS_FILE: &str = "restart-count";
 
 /// What a container is, read from its run dir (never stored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1044,13 +1049,92 @@ impl Engine {
     /// new monitor first (docker's `start` of a stopped container).
     pub fn start(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
         let _lock = self.lock(&rec.id)?;
+        self.clear_stop_mark(rec);
         self.start_locked(rec)
+    }
+
+    /// A user's start: the restart policy applies again, counted afresh.
+    fn clear_stop_mark(&self, rec: &ContainerRecord) {
+        let dir = self.container_dir(&rec.id);
+        let _ = std::fs::remove_file(dir.join(STOPPED_MARK));
+        let _ = std::fs::remove_file(dir.join(RESTARTS_FILE));
+    }
+
+    /// A user's stop or kill: the restart policy leaves it stopped.
+    fn set_stop_mark(&self, rec: &ContainerRecord) {
+        if options::RestartPolicy::parse(rec.options.restart.as_deref())
+            .is_ok_and(|p| p != options::RestartPolicy::No)
+        {
+            let _ = std::fs::write(self.container_dir(&rec.id).join(STOPPED_MARK), b"");
+        }
+    }
+
+    /// How often the restart policy started the container.
+    pub fn restart_count(&self, rec: &ContainerRecord) -> u32 {
+        std::fs::read_to_string(self.container_dir(&rec.id).join(RESTARTS_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// After an exit: starts the container again if its restart policy
+    /// says so, after a back-off (100 ms doubling per restart, at most
+    /// 30 s; 100 ms again after a run of 10 s or more).
+    fn restart_by_policy(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        use options::RestartPolicy;
+        let policy = RestartPolicy::parse(rec.options.restart.as_deref())?;
+        let due = |st: &Status, count: u32| match (policy, st) {
+            (RestartPolicy::No, _) => false,
+            (_, Status::Exited { .. } | Status::Dead)
+                if self.container_dir(&rec.id).join(STOPPED_MARK).exists() =>
+            {
+                false
+            }
+            (RestartPolicy::OnFailure(max), Status::Exited { code, .. }) => {
+                *code != 0 && max.is_none_or(|m| count < m)
+            }
+            (RestartPolicy::OnFailure(max), Status::Dead) => max.is_none_or(|m| count < m),
+            (_, Status::Exited { .. } | Status::Dead) => true,
+            _ => false,
+        };
+        let count = self.restart_count(rec);
+        let st = self.status(rec);
+        if !due(&st, count) {
+            return Ok(());
+        }
+        let ran_long = match (&st, self.started_at(rec)) {
+            (Status::Exited { finished_at, .. }, Some(started)) => {
+                match (
+                    util::parse_rfc3339_nanos(finished_at),
+                    util::parse_rfc3339_nanos(&started),
+                ) {
+                    (Some(f), Some(s)) => f - s >= 10_000_000_000,
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        let exp = if ran_long { 0 } else { count.min(9) };
+        std::thread::sleep(Duration::from_millis((100u64 << exp).min(30_000)));
+        let _lock = self.lock(&rec.id)?;
+        // Removed, stopped or started meanwhile: nothing to do.
+        let Ok(rec) = self.find(&rec.id) else {
+            return Ok(());
+        };
+        if !due(&self.status(&rec), self.restart_count(&rec)) {
+            return Ok(());
+        }
+        let counter = self.container_dir(&rec.id).join(RESTARTS_FILE);
+        util::write_atomic(&counter, (count + 1).to_string().as_bytes())
+            .map_err(|e| io_err(&rec.id, "writing", &counter)(e))?;
+        self.start_locked(&rec)
     }
 
     /// A container that is not live gets a monitor holding it created,
     /// so a client can attach before [`Engine::start`].
     pub fn prepare_start(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
         let _lock = self.lock(&rec.id)?;
+        self.clear_stop_mark(rec);
         if self.status(rec).is_live() {
             return Ok(());
         }
@@ -1167,6 +1251,9 @@ impl Engine {
                 hint: "only a running container can be signalled",
             });
         }
+        if signal == libc::SIGKILL || signal == rec.stop_signal {
+            self.set_stop_mark(rec);
+        }
         self.oci_runtime(rec).kill(&rec.id, signal, false)?;
         Ok(())
     }
@@ -1233,6 +1320,7 @@ impl Engine {
     pub fn restart(&self, rec: &ContainerRecord, timeout: Option<u64>) -> Result<(), EngineError> {
         let _lock = self.lock(&rec.id)?;
         self.stop_locked(rec, timeout)?;
+        self.clear_stop_mark(rec);
         self.start_locked(rec)
     }
 
@@ -1245,6 +1333,7 @@ impl Engine {
     }
 
     fn stop_locked(&self, rec: &ContainerRecord, timeout: Option<u64>) -> Result<(), EngineError> {
+        self.set_stop_mark(rec);
         let rt = self.oci_runtime(rec);
         match self.status(rec) {
             Status::Running => {}
@@ -1397,19 +1486,29 @@ impl Engine {
             Err(EngineError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        let exited = self.cleanup_exited(&rec)?;
+        if exited {
+            self.restart_by_policy(&rec)?;
+        }
+        Ok(())
+    }
+
+    /// [`Engine::cleanup`] but the restart: true if the container had exited.
+    fn cleanup_exited(&self, rec: &ContainerRecord) -> Result<bool, EngineError> {
+        let rec = rec.clone();
         let _lock = self.lock(&rec.id)?;
         if self
             .db
             .find::<ContainerRecord>(&CONTAINERS, &rec.id)?
             .is_none()
         {
-            return Ok(());
+            return Ok(false);
         }
         if !matches!(self.status(&rec), Status::Exited { .. } | Status::Dead) {
-            return Ok(());
+            return Ok(false);
         }
         if rec.options.auto_remove {
-            return self.remove_locked(&rec, false);
+            return self.remove_locked(&rec, false).map(|_| false);
         }
         let _ = self.oci_runtime(&rec).delete(&rec.id, true);
         self.network_down(&rec)?;
@@ -1419,7 +1518,7 @@ impl Engine {
                 source,
             }
         })?;
-        Ok(())
+        Ok(true)
     }
 
     /// The rootfs of a container that is not running, mounted for `cp`.

@@ -80,6 +80,57 @@ pub struct CreateOptions {
     pub publish_all: bool,
     /// `--expose PORT[/PROTO]` (or a range).
     pub expose: Vec<String>,
+    /// `--restart no|on-failure[:N]|always|unless-stopped`.
+    pub restart: Option<String>,
+}
+
+/// When a container that exited is started again by its exit command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    /// After a non-zero exit, at most this many times (None: always).
+    OnFailure(Option<u32>),
+    /// After any exit that `stop`/`kill` did not cause.
+    Always,
+    /// As Always (there is no daemon restart to tell them apart).
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn parse(v: Option<&str>) -> Result<RestartPolicy, OptionError> {
+        let Some(v) = v else {
+            return Ok(RestartPolicy::No);
+        };
+        let (name, max) = v.split_once(':').map_or((v, None), |(n, m)| (n, Some(m)));
+        let max =
+            match max {
+                None => None,
+                Some(m) => Some(m.parse::<u32>().map_err(|_| {
+                    bad("--restart", v, "the retry count is a number (on-failure:N)")
+                })?),
+            };
+        match (name, max) {
+            ("" | "no", None) => Ok(RestartPolicy::No),
+            ("on-failure", m) => Ok(RestartPolicy::OnFailure(m)),
+            ("always", None) => Ok(RestartPolicy::Always),
+            ("unless-stopped", None) => Ok(RestartPolicy::UnlessStopped),
+            _ => Err(bad(
+                "--restart",
+                v,
+                "expected no, on-failure[:N], always or unless-stopped",
+            )),
+        }
+    }
+
+    /// docker's (Name, MaximumRetryCount).
+    pub fn docker(&self) -> (&'static str, u32) {
+        match self {
+            RestartPolicy::No => ("no", 0),
+            RestartPolicy::OnFailure(m) => ("on-failure", m.unwrap_or(0)),
+            RestartPolicy::Always => ("always", 0),
+            RestartPolicy::UnlessStopped => ("unless-stopped", 0),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -443,6 +494,13 @@ pub fn check_more(o: &CreateOptions) -> Result<(), OptionError> {
     }
     for e in &o.expose {
         expose_ports(e)?;
+    }
+    if RestartPolicy::parse(o.restart.as_deref())? != RestartPolicy::No && o.auto_remove {
+        return Err(bad(
+            "--restart",
+            o.restart.as_deref().unwrap_or_default(),
+            "conflicts with --rm",
+        ));
     }
     Ok(())
 }

@@ -1817,3 +1817,93 @@ fn ps_filters_last_and_latest() {
     h.ok(&["rm", "-f", "fa", "fb", "fc"]);
     assert_clean(&h, &[]);
 }
+
+/// --restart: on-failure restarts a failing container up to its count and
+/// not one that succeeded; always restarts until `stop`, which it
+/// respects; `rm -f` ends it all, leaving nothing.
+#[test]
+fn restart_policies_start_exited_containers_again() {
+    let h = hako_with_busybox();
+    let state = |n: &str| -> (String, i64) {
+        let d = inspect(&h, n);
+        (
+            d["State"]["Status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            d["RestartCount"].as_i64().unwrap_or(-1),
+        )
+    };
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fail",
+        "--restart",
+        "on-failure:2",
+        "--network",
+        "none",
+        IMG,
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ok",
+        "--restart",
+        "on-failure",
+        "--network",
+        "none",
+        IMG,
+        "true",
+    ]);
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "loop",
+        "--restart",
+        "always",
+        "--network",
+        "none",
+        IMG,
+        "sh",
+        "-c",
+        "echo up; sleep 0.2",
+    ]);
+    assert!(
+        wait_for(15, || state("fail") == ("exited".into(), 2)
+            && hako(&h, &["logs", "fail"]).stdout == "run\nrun\nrun\n"),
+        "{:?} {:?}",
+        state("fail"),
+        hako(&h, &["logs", "fail"]).stdout
+    );
+    assert_eq!(
+        inspect(&h, "fail")["HostConfig"]["RestartPolicy"]["MaximumRetryCount"],
+        2
+    );
+    assert_eq!(state("ok"), ("exited".into(), 0));
+    assert!(wait_for(15, || state("loop").1 >= 2), "{:?}", state("loop"));
+    h.ok(&["stop", "-t", "0", "loop"]);
+    let stopped = state("loop");
+    assert_eq!(stopped.0, "exited");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(state("loop"), stopped, "restarted after stop");
+    // A start makes the policy apply again.
+    h.ok(&["start", "loop"]);
+    assert!(wait_for(15, || state("loop").1 >= 1), "{:?}", state("loop"));
+    h.ok(&["rm", "-f", "loop", "fail", "ok"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_clean(&h, &[]);
+    for bad in [
+        vec!["run", "--rm", "--restart", "always", IMG, "true"],
+        vec!["run", "--restart", "sometimes", IMG, "true"],
+        vec!["run", "--restart", "on-failure:x", IMG, "true"],
+    ] {
+        assert_eq!(hako(&h, &bad).code, 125, "{bad:?}");
+    }
+    assert_clean(&h, &[]);
+}
