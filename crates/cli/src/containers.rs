@@ -1207,6 +1207,20 @@ pub fn inspect(
     Ok(code)
 }
 
+/// One document: pretty JSON, or `--format` applied to it.
+pub fn print_inspected_one(doc: &serde_json::Value, format: Option<&str>) -> Result<(), Error> {
+    match format {
+        None => outln!("{}", serde_json::to_string_pretty(doc)?),
+        Some(f) => crate::template::print(
+            f,
+            &serde_json::Value::Null,
+            std::slice::from_ref(doc),
+            Some(doc),
+        )?,
+    }
+    Ok(())
+}
+
 /// inspect's output: the JSON array, or `--format` applied to each.
 pub fn print_inspected(docs: &[serde_json::Value], format: Option<&str>) -> Result<(), Error> {
     match format {

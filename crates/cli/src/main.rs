@@ -167,6 +167,18 @@ enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// The host, the OCI runtime and what the store holds.
+    Info {
+        /// A Go template (`{{.CgroupMode}}`), or `json` (the default).
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// hako's version.
+    Version {
+        /// A Go template (`{{.Version}}`), or `json`.
+        #[arg(short, long)]
+        format: Option<String>,
+    },
     /// Give a container another name.
     Rename { container: String, name: String },
     /// Freeze every process of containers.
@@ -348,6 +360,24 @@ fn main() -> ExitCode {
         Command::Restart { time, containers } => {
             containers::restart(&root, &runroot, time, &containers)
         }
+        Command::Info { format } => (|| -> Result<i32, Error> {
+            let engine = hako_engine::Engine::open(&root, &runroot)?;
+            let info = serde_json::to_value(engine.info()?)?;
+            containers::print_inspected_one(&info, format.as_deref())?;
+            Ok(0)
+        })(),
+        Command::Version { format } => (|| -> Result<i32, Error> {
+            let v = serde_json::json!({
+                "Version": env!("CARGO_PKG_VERSION"),
+                "Os": std::env::consts::OS,
+                "Arch": std::env::consts::ARCH,
+            });
+            match format {
+                None => outln!("hako version {}", env!("CARGO_PKG_VERSION")),
+                Some(f) => containers::print_inspected_one(&v, Some(&f))?,
+            }
+            Ok(0)
+        })(),
         Command::Rename { container, name } => (|| -> Result<i32, Error> {
             let engine = hako_engine::Engine::open(&root, &runroot)?;
             let rec = engine.find(&container)?;

@@ -93,6 +93,32 @@ impl ExecCommand {
     }
 }
 
+/// What `hako info` reports of the host and the store.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostInfo {
+    pub version: &'static str,
+    pub os: &'static str,
+    pub arch: &'static str,
+    pub kernel: String,
+    pub hostname: String,
+    pub cpus: usize,
+    pub mem_total: u64,
+    /// legacy, hybrid or unified.
+    pub cgroup_mode: Option<hako_cgroups::layout::Mode>,
+    pub oci_runtime: PathBuf,
+    pub oci_runtime_version: String,
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    pub containers: usize,
+    pub containers_running: usize,
+    pub containers_paused: usize,
+    pub containers_stopped: usize,
+    pub pods: usize,
+    pub volumes: usize,
+    pub network_backend: &'static str,
+}
+
 /// In the run dir while the container is paused.
 const PAUSED_MARK: &str = "paused";
 /// In the container dir once `stop` or `kill` ended it: its restart
@@ -1293,6 +1319,69 @@ impl Engine {
         self.oci_runtime(rec).resume(&rec.id)?;
         let _ = std::fs::remove_file(self.run_dir(&rec.id).join(PAUSED_MARK));
         Ok(())
+    }
+
+    /// The host and the store, for `hako info`.
+    pub fn info(&self) -> Result<HostInfo, EngineError> {
+        let containers: Vec<ContainerRecord> = self
+            .list()?
+            .into_iter()
+            .filter(|r| r.infra_for.is_none())
+            .collect();
+        let states: Vec<Status> = containers.iter().map(|r| self.status(r)).collect();
+        let runtime = runtime::resolve_runtime(None);
+        let runtime_version = std::process::Command::new(&runtime)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let uname = nix::sys::utsname::uname().ok();
+        let mem_total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024);
+        Ok(HostInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            os: std::env::consts::OS,
+            arch: match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                other => other,
+            },
+            kernel: uname
+                .as_ref()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            mem_total,
+            cgroup_mode: hako_cgroups::layout::Layout::detect().ok().map(|l| l.mode),
+            oci_runtime: runtime,
+            oci_runtime_version: runtime_version,
+            root: self.root.clone(),
+            runroot: self.runroot.clone(),
+            containers: containers.len(),
+            containers_running: states.iter().filter(|s| **s == Status::Running).count(),
+            containers_paused: states.iter().filter(|s| **s == Status::Paused).count(),
+            containers_stopped: states.iter().filter(|s| !s.is_running()).count(),
+            pods: self.pods()?.len(),
+            volumes: self.volumes().list()?.len(),
+            network_backend: "cni",
+        })
     }
 
     /// Gives the container another name (its hostname stays, as in docker).

@@ -36,6 +36,8 @@ pub mod spec;
 pub mod util;
 pub mod volume;
 
-pub use container::{ContainerRecord, Engine, EngineError, ExecCommand, ExecRequest, Status};
+pub use container::{
+    ContainerRecord, Engine, EngineError, ExecCommand, ExecRequest, HostInfo, Status,
+};
 pub use db::{DbError, FindError};
 pub use options::CreateOptions;

@@ -1811,6 +1811,16 @@ fn ps_filters_last_and_latest() {
     assert_eq!(names(&["-a", "-f", &format!("id={}", &fb[..8])]), "fb");
     assert_eq!(names(&["-n", "2"]), "fc,fb");
     assert_eq!(names(&["-l"]), "fc");
+    // info counts them.
+    assert_eq!(
+        h.ok(&[
+            "info",
+            "-f",
+            "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}}"
+        ]),
+        "3 1 2\n"
+    );
+    assert!(h.ok(&["version"]).starts_with("hako version "));
     for bad in ["bogus=1", "status=weird", "exited=x", "noeq"] {
         assert_eq!(hako(&h, &["ps", "-f", bad]).code, 125, "{bad}");
     }
