@@ -835,6 +835,7 @@ impl Engine {
                 dns_options: &rec.options.dns_options,
                 host_network,
                 aliases: Vec::new(),
+                peers: Vec::new(),
             },
         )
         .map_err(io("writing /etc files in", &dir))?;
@@ -1011,6 +1012,7 @@ impl Engine {
                 dns_options: &rec.options.dns_options,
                 host_network: false,
                 aliases: Vec::new(),
+                peers: Vec::new(),
             },
         )
         .map_err(|source| EngineError::Io {
@@ -1024,6 +1026,9 @@ impl Engine {
                 &self.run_dir(&rec.id).join("network.json"),
                 &serde_json::to_vec(&r).unwrap_or_default(),
             );
+        }
+        if let Some(n) = name {
+            self.refresh_network_hosts(n, Some(&rec.id));
         }
         Ok(())
     }
@@ -1039,10 +1044,16 @@ impl Engine {
             NetMode::Network(n) => Some(n.as_str()),
             _ => None,
         };
-        net::down(&store, &path, &rec.id, network).map_err(|e| EngineError::Other {
+        let down = net::down(&store, &path, &rec.id, network).map_err(|e| EngineError::Other {
             id: rec.id.clone(),
             what: format!("network teardown: {}", e.0),
-        })
+        });
+        // Gone from the network: gone from the others' /etc/hosts.
+        let _ = std::fs::remove_file(self.run_dir(&rec.id).join("network.json"));
+        if let Some(n) = network {
+            self.refresh_network_hosts(n, None);
+        }
+        down
     }
 
     /// What the container got on its networks while it runs.

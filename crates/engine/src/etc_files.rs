@@ -22,6 +22,8 @@ pub struct EtcInput<'a> {
     pub host_network: bool,
     /// Other names that resolve to this container (pod members …).
     pub aliases: Vec<String>,
+    /// The other containers on its user networks: (address, names).
+    pub peers: Vec<(String, Vec<String>)>,
 }
 
 /// Checks `--add-host` and `--dns` values (before anything is made).
@@ -80,6 +82,18 @@ pub fn write(dir: &Path, input: &EtcInput<'_>) -> std::io::Result<Vec<(PathBuf, 
     let hosts = dir.join("hosts");
     let hostname = dir.join("hostname");
     let resolv = dir.join("resolv.conf");
+    std::fs::write(&hosts, hosts_text(input))?;
+    std::fs::write(&hostname, format!("{}\n", input.hostname))?;
+    std::fs::write(&resolv, resolv_conf(input))?;
+    Ok(vec![
+        (hosts, "/etc/hosts"),
+        (hostname, "/etc/hostname"),
+        (resolv, "/etc/resolv.conf"),
+    ])
+}
+
+/// The container's /etc/hosts.
+pub fn hosts_text(input: &EtcInput<'_>) -> String {
     let mut h = String::new();
     if input.host_network {
         h.push_str(&std::fs::read_to_string("/etc/hosts").unwrap_or_default());
@@ -104,14 +118,10 @@ pub fn write(dir: &Path, input: &EtcInput<'_>) -> std::io::Result<Vec<(PathBuf, 
     for a in &input.addresses {
         h.push_str(&format!("{a}\t{names}\n"));
     }
-    std::fs::write(&hosts, h)?;
-    std::fs::write(&hostname, format!("{}\n", input.hostname))?;
-    std::fs::write(&resolv, resolv_conf(input))?;
-    Ok(vec![
-        (hosts, "/etc/hosts"),
-        (hostname, "/etc/hostname"),
-        (resolv, "/etc/resolv.conf"),
-    ])
+    for (address, names) in &input.peers {
+        h.push_str(&format!("{address}\t{}\n", names.join(" ")));
+    }
+    h
 }
 
 /// The host's resolv.conf for a container: as it is on the host's

@@ -16,7 +16,8 @@
 //! <runroot>/containers/<id>/       the monitor's run dir: monitor.pid,
 //!                                  pid, attach, exit, started
 //! <runroot>/runtime/               the OCI runtime's --root
-//! <runroot>/locks/<id>             a flock per container
+//! <runroot>/locks/<id>             a flock per container (and per user
+//!                                  network: network-hosts-<name>)
 //! ```
 //!
 //! What is running is never recorded as a fact that could go stale: the
@@ -30,6 +31,7 @@ mod db;
 pub mod etc_files;
 pub mod net;
 pub mod options;
+mod peers;
 pub mod pod;
 pub mod runtime;
 pub mod spec;

@@ -1917,3 +1917,100 @@ fn restart_policies_start_exited_containers_again() {
     }
     assert_clean(&h, &[]);
 }
+
+/// On a user network, containers find each other by name (and pods by
+/// theirs), both ways, through /etc/hosts kept current as they come and
+/// go; on the default network names are not shared, as docker's default
+/// bridge.
+#[test]
+fn containers_on_a_user_network_find_each_other_by_name() {
+    let h = hako_with_busybox();
+    h.ok(&["network", "create", "names"]);
+    let web = "echo from-$HOSTNAME > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+    let db = h
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            "names",
+            IMG,
+            "sh",
+            "-c",
+            web,
+        ])
+        .trim()
+        .to_string();
+    let app = h
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "app",
+            "--network",
+            "names",
+            IMG,
+            "sleep",
+            "100",
+        ])
+        .trim()
+        .to_string();
+    // The name as /etc/hosts maps it (what a libc resolver reads; the
+    // static busybox of the test image cannot resolve names itself).
+    let fetch = |from: &str, name: &str| -> String {
+        let script = format!(
+            "ip=$(awk '{{for (i = 2; i <= NF; i++) if ($i == \"{name}\") {{print $1; exit}}}}' /etc/hosts); \
+             [ -n \"$ip\" ] && wget -qO- http://$ip/index.html"
+        );
+        hako(&h, &["exec", from, "sh", "-c", &script]).stdout
+    };
+    let want = format!("from-{}\n", &db[..12]);
+    assert!(
+        wait_for(10, || fetch("app", "db") == want),
+        "app did not reach db by name: {}",
+        hako(&h, &["exec", "app", "cat", "/etc/hosts"]).stdout
+    );
+    // The earlier container learned the later one's name.
+    let hosts = hako(&h, &["exec", "db", "cat", "/etc/hosts"]).stdout;
+    let app_ip = inspect(&h, "app")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    assert!(
+        hosts.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.first() == Some(&app_ip.as_str()) && w.contains(&"app")
+        }),
+        "{hosts}"
+    );
+    // Gone when it stops; back when it starts again.
+    h.ok(&["stop", "-t", "0", "db"]);
+    // (By word: a hex container ID may well hold "db".)
+    let named_db = || {
+        hako(&h, &["exec", "app", "cat", "/etc/hosts"])
+            .stdout
+            .split_whitespace()
+            .any(|w| w == "db")
+    };
+    assert!(
+        wait_for(5, || !named_db()),
+        "db still named after it stopped"
+    );
+    h.ok(&["start", "db"]);
+    assert!(wait_for(10, || fetch("app", "db") == want));
+    // The default network shares no names.
+    let other = h
+        .ok(&["run", "-d", "--name", "lonely", IMG, "sleep", "100"])
+        .trim()
+        .to_string();
+    let o = hako(&h, &["run", "--rm", IMG, "cat", "/etc/hosts"]);
+    assert!(
+        !o.stdout.split_whitespace().any(|w| w == "lonely"),
+        "{}",
+        o.stdout
+    );
+    h.ok(&["rm", "-f", "db", "app", "lonely"]);
+    h.ok(&["network", "rm", "names"]);
+    assert_clean(&h, &[db, app, other]);
+}
