@@ -710,11 +710,7 @@ pub fn stop(
     time: Option<u64>,
     names: &[String],
 ) -> Result<i32, Error> {
-    let engine = engine(root, runroot)?;
-    each(names, |n| {
-        let r = engine.find(n)?;
-        engine.stop(&r, time)
-    })
+    each_container(root, runroot, names, |e, r| e.stop(r, time))
 }
 
 pub fn restart(
@@ -723,53 +719,42 @@ pub fn restart(
     time: Option<u64>,
     names: &[String],
 ) -> Result<i32, Error> {
-    let engine = engine(root, runroot)?;
-    each(names, |n| {
-        let r = engine.find(n)?;
-        engine.restart(&r, time)
-    })
+    each_container(root, runroot, names, |e, r| e.restart(r, time))
 }
 
 /// `pause` (true) or `unpause` of each container.
 pub fn pause(root: &Path, runroot: &Path, freeze: bool, names: &[String]) -> Result<i32, Error> {
-    let engine = engine(root, runroot)?;
-    each(names, |n| {
-        let r = engine.find(n)?;
+    each_container(root, runroot, names, |e, r| {
         if freeze {
-            engine.pause(&r)
+            e.pause(r)
         } else {
-            engine.unpause(&r)
+            e.unpause(r)
         }
     })
 }
 
 pub fn kill(root: &Path, runroot: &Path, signal: &str, names: &[String]) -> Result<i32, Error> {
-    let engine = engine(root, runroot)?;
     let sig = hako_engine::options::parse_signal(signal)
         .ok_or_else(|| format!("--signal {signal:?}: not a signal name or number"))?;
-    each(names, |n| {
-        let r = engine.find(n)?;
-        engine.kill(&r, sig)
-    })
+    each_container(root, runroot, names, |e, r| e.kill(r, sig))
 }
 
 pub fn rm(root: &Path, runroot: &Path, force: bool, names: &[String]) -> Result<i32, Error> {
-    let engine = engine(root, runroot)?;
-    each(names, |n| {
-        let r = engine.find(n)?;
-        engine.remove(&r, force)
-    })
+    each_container(root, runroot, names, |e, r| e.remove(r, force))
 }
 
-/// Runs `f` on every name, printing the name when it worked; 125 if one
-/// failed (each failure reported), as docker.
-fn each(
+/// `f` on each container named, printing its name when done, reporting
+/// (and going on) when not: 125 if any failed, as docker.
+fn each_container(
+    root: &Path,
+    runroot: &Path,
     names: &[String],
-    mut f: impl FnMut(&str) -> Result<(), EngineError>,
+    f: impl Fn(&Engine, &ContainerRecord) -> Result<(), EngineError>,
 ) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
     let mut code = 0;
     for n in names {
-        match f(n) {
+        match engine.find(n).and_then(|r| f(&engine, &r)) {
             Ok(()) => outln!("{n}"),
             Err(e) => {
                 report(&e);

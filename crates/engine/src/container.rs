@@ -1299,14 +1299,11 @@ impl Engine {
     /// `pause`: the cgroup freezer).
     pub fn pause(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
         let _lock = self.lock(&rec.id)?;
-        let st = self.status(rec);
-        if st != Status::Running {
-            return Err(EngineError::State {
-                name: rec.name.clone(),
-                state: st.word().into(),
-                hint: "only a running container can be paused",
-            });
-        }
+        self.require(
+            rec,
+            Status::Running,
+            "only a running container can be paused",
+        )?;
         self.oci_runtime(rec).pause(&rec.id)?;
         let mark = self.run_dir(&rec.id).join(PAUSED_MARK);
         std::fs::write(&mark, b"").map_err(|e| io_err(&rec.id, "writing", &mark)(e))
@@ -1315,15 +1312,30 @@ impl Engine {
     /// Thaws a paused container.
     pub fn unpause(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
         let _lock = self.lock(&rec.id)?;
-        let st = self.status(rec);
-        if st != Status::Paused {
-            return Err(EngineError::State {
-                name: rec.name.clone(),
-                state: st.word().into(),
-                hint: "only a paused container can be unpaused",
-            });
-        }
+        self.require(
+            rec,
+            Status::Paused,
+            "only a paused container can be unpaused",
+        )?;
         self.unpause_locked(rec)
+    }
+
+    /// An error naming the container's state unless it is `want`.
+    fn require(
+        &self,
+        rec: &ContainerRecord,
+        want: Status,
+        hint: &'static str,
+    ) -> Result<(), EngineError> {
+        let st = self.status(rec);
+        if st == want {
+            return Ok(());
+        }
+        Err(EngineError::State {
+            name: rec.name.clone(),
+            state: st.word().into(),
+            hint,
+        })
     }
 
     fn unpause_locked(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
