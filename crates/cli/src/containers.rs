@@ -840,7 +840,7 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
     if let Some(format) = a.format.as_deref().filter(|f| *f != "json") {
         let items: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(r, st)| ps_fields(&engine, r, st, a.no_trunc))
+            .map(|(r, st)| ps_fields(&engine, r, st, a.no_trunc, format.contains(".Networks")))
             .collect();
         crate::template::print(format, &ps_headers(), &items, None)?;
         return Ok(0);
@@ -872,7 +872,7 @@ pub fn ps(root: &Path, runroot: &Path, a: &PsArgs) -> Result<i32, Error> {
         "NAMES",
     ]);
     for (r, st) in &rows {
-        let f = ps_fields(&engine, r, st, a.no_trunc);
+        let f = ps_fields(&engine, r, st, a.no_trunc, false);
         let cell = |k: &str| f[k].as_str().unwrap_or_default().to_string();
         table.row(vec![
             cell("ID"),
@@ -895,6 +895,7 @@ fn ps_fields(
     r: &ContainerRecord,
     st: &Status,
     no_trunc: bool,
+    with_networks: bool,
 ) -> serde_json::Value {
     let mut cmd = r.args.join(" ");
     if !no_trunc && cmd.chars().count() > 20 {
@@ -909,11 +910,16 @@ fn ps_fields(
         .filter_map(|v| hako_engine::options::parse_volume(v).ok())
         .map(|v| v.destination)
         .collect();
-    let networks: Vec<String> = engine
-        .attached_networks(r)
-        .into_iter()
-        .map(|n| n.network)
-        .collect();
+    // Read from the network cache only when asked for.
+    let networks: Vec<String> = if with_networks {
+        engine
+            .attached_networks(r)
+            .into_iter()
+            .map(|n| n.network)
+            .collect()
+    } else {
+        Vec::new()
+    };
     serde_json::json!({
         "ID": if no_trunc { &r.id[..] } else { &r.id[..12] },
         "Id": r.id,

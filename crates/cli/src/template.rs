@@ -85,7 +85,7 @@ impl Template {
         let text_unescaped = text.replace("\\t", "\t").replace("\\n", "\n");
         let tokens = split_actions(&text_unescaped).map_err(err)?;
         let mut pos = 0;
-        let (nodes, end) = parse_nodes(&tokens, &mut pos).map_err(err)?;
+        let (nodes, end) = parse_nodes(&tokens, &mut pos, 0).map_err(err)?;
         if let Some(e) = end {
             return Err(err(format!("{{{{{e}}}}} without a block to end")));
         }
@@ -182,7 +182,14 @@ fn find_action_end(s: &str) -> Option<usize> {
 }
 
 /// Nodes up to an `end`/`else` (returned) or the end of input.
-fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, Option<String>), String> {
+fn parse_nodes(
+    tokens: &[Token],
+    pos: &mut usize,
+    depth: usize,
+) -> Result<(Vec<Node>, Option<String>), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("blocks nest deeper than {MAX_DEPTH}"));
+    }
     let mut nodes = Vec::new();
     while *pos < tokens.len() {
         let t = &tokens[*pos];
@@ -201,14 +208,14 @@ fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, Option<S
         match word {
             "end" => return Ok((nodes, Some("end".into()))),
             "else" => return Ok((nodes, Some(format!("else {rest}").trim().to_string()))),
-            "if" => nodes.push(parse_if(rest, tokens, pos)?),
+            "if" => nodes.push(parse_if(rest, tokens, pos, depth + 1)?),
             "range" => {
                 let (vars, over) = range_vars(rest)?;
                 let over = parse_pipeline(over)?;
-                let (body, end) = parse_nodes(tokens, pos)?;
+                let (body, end) = parse_nodes(tokens, pos, depth + 1)?;
                 let otherwise = match end.as_deref() {
                     Some("end") => Vec::new(),
-                    Some("else") => expect_end(tokens, pos)?,
+                    Some("else") => expect_end(tokens, pos, depth + 1)?,
                     _ => return Err("range without its end".into()),
                 };
                 nodes.push(Node::Range {
@@ -220,10 +227,10 @@ fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, Option<S
             }
             "with" => {
                 let value = parse_pipeline(rest)?;
-                let (body, end) = parse_nodes(tokens, pos)?;
+                let (body, end) = parse_nodes(tokens, pos, depth + 1)?;
                 let otherwise = match end.as_deref() {
                     Some("end") => Vec::new(),
-                    Some("else") => expect_end(tokens, pos)?,
+                    Some("else") => expect_end(tokens, pos, depth + 1)?,
                     _ => return Err("with without its end".into()),
                 };
                 nodes.push(Node::With {
@@ -241,20 +248,20 @@ fn parse_nodes(tokens: &[Token], pos: &mut usize) -> Result<(Vec<Node>, Option<S
     Ok((nodes, None))
 }
 
-fn expect_end(tokens: &[Token], pos: &mut usize) -> Result<Vec<Node>, String> {
-    match parse_nodes(tokens, pos)? {
+fn expect_end(tokens: &[Token], pos: &mut usize, depth: usize) -> Result<Vec<Node>, String> {
+    match parse_nodes(tokens, pos, depth)? {
         (nodes, Some(e)) if e == "end" => Ok(nodes),
         _ => Err("else without its end".into()),
     }
 }
 
-fn parse_if(cond: &str, tokens: &[Token], pos: &mut usize) -> Result<Node, String> {
+fn parse_if(cond: &str, tokens: &[Token], pos: &mut usize, depth: usize) -> Result<Node, String> {
     let cond = parse_pipeline(cond)?;
-    let (then, end) = parse_nodes(tokens, pos)?;
+    let (then, end) = parse_nodes(tokens, pos, depth)?;
     let otherwise = match end.as_deref() {
         Some("end") => Vec::new(),
-        Some("else") => expect_end(tokens, pos)?,
-        Some(e) if e.starts_with("else if ") => vec![parse_if(&e[8..], tokens, pos)?],
+        Some("else") => expect_end(tokens, pos, depth)?,
+        Some(e) if e.starts_with("else if ") => vec![parse_if(&e[8..], tokens, pos, depth + 1)?],
         _ => return Err("if without its end".into()),
     };
     Ok(Node::If {
@@ -286,7 +293,7 @@ fn parse_pipeline(s: &str) -> Result<Pipeline, String> {
     };
     let tokens = lex(&body)?;
     let mut pos = 0;
-    let commands = parse_commands(&tokens, &mut pos)?;
+    let commands = parse_commands(&tokens, &mut pos, 0)?;
     if pos != tokens.len() {
         return Err(format!("unexpected {:?} in {text:?}", tokens[pos]));
     }
@@ -383,7 +390,10 @@ fn lex(s: &str) -> Result<Vec<Lex>, String> {
     Ok(out)
 }
 
-fn parse_commands(tokens: &[Lex], pos: &mut usize) -> Result<Vec<Vec<Arg>>, String> {
+fn parse_commands(tokens: &[Lex], pos: &mut usize, depth: usize) -> Result<Vec<Vec<Arg>>, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("parentheses nest deeper than {MAX_DEPTH}"));
+    }
     let mut commands = vec![Vec::new()];
     while *pos < tokens.len() {
         let t = &tokens[*pos];
@@ -398,7 +408,7 @@ fn parse_commands(tokens: &[Lex], pos: &mut usize) -> Result<Vec<Vec<Arg>>, Stri
                 break;
             }
             Lex::Open => {
-                let inner = parse_commands(tokens, pos)?;
+                let inner = parse_commands(tokens, pos, depth + 1)?;
                 if tokens.get(*pos) != Some(&Lex::Close) {
                     return Err("a ( without its )".into());
                 }
@@ -546,9 +556,6 @@ fn exec_nodes(
                             .collect()
                     }
                     Value::Null => Vec::new(),
-                    Value::Number(n) => (0..n.as_u64().unwrap_or(0))
-                        .map(|i| (Value::from(i), Value::from(i)))
-                        .collect(),
                     other => {
                         return Err(TemplateError::Exec {
                             action: over.text.clone(),
@@ -652,6 +659,11 @@ fn lookup(v: &Value, path: &[String]) -> Value {
 }
 
 const NO_VALUE: &str = "<no value>";
+/// The widest printf field.
+const MAX_WIDTH: usize = 1024;
+/// How deep blocks and parentheses may nest (deeper: an error, not a
+/// stack overflow).
+const MAX_DEPTH: usize = 64;
 
 fn number(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9.0e15 {
@@ -903,6 +915,8 @@ fn printf(format: &str, args: &[Value]) -> String {
             Some(w) => (true, w.parse::<usize>().unwrap_or(0)),
             None => (false, spec.parse::<usize>().unwrap_or(0)),
         };
+        // A width is for columns, not for filling memory.
+        let width = width.min(MAX_WIDTH);
         let pad = width.saturating_sub(text.chars().count());
         if left {
             out.push_str(&text);
@@ -1093,6 +1107,12 @@ mod tests {
             "{{ .A..B }}",
             "{{ % }}",
             "{{define \"x\"}}{{end}}",
+            &format!(
+                "{}.A{}",
+                "{{".to_string() + &"(".repeat(5000),
+                ")".repeat(5000) + "}}"
+            ),
+            &"{{if .A}}".repeat(5000),
         ] {
             assert!(Template::parse(bad).is_err(), "{bad:?}");
         }
