@@ -1934,8 +1934,17 @@ fn human_bytes(b: u64) -> String {
 
 /// `hako stats`: CPU, memory and pids of running containers (all of them
 /// without names), every second, or once with --no-stream.
-pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> Result<i32, Error> {
+pub fn stats(
+    root: &Path,
+    runroot: &Path,
+    no_stream: bool,
+    format: Option<&str>,
+    names: &[String],
+) -> Result<i32, Error> {
     let engine = engine(root, runroot)?;
+    if let Some(f) = format {
+        crate::template::Format::parse(f)?;
+    }
     let pick = || -> Result<Vec<ContainerRecord>, Error> {
         Ok(if names.is_empty() {
             engine
@@ -1964,18 +1973,10 @@ pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> 
         } else {
             1000
         }));
-        if !no_stream {
+        if !no_stream && format.is_none() {
             out!("\x1b[2J\x1b[H");
         }
-        outln!(
-            "{:<14}{:<24}{:>8}  {:<24}{:>8}  {:>5}",
-            "CONTAINER ID",
-            "NAME",
-            "CPU %",
-            "MEM USAGE / LIMIT",
-            "MEM %",
-            "PIDS"
-        );
+        let mut rows = Vec::new();
         for r in &recs {
             let Some(now) = sample(&engine, r) else {
                 continue;
@@ -1988,16 +1989,46 @@ pub fn stats(root: &Path, runroot: &Path, no_stream: bool, names: &[String]) -> 
                     0.0
                 }
             });
-            outln!(
-                "{:<14}{:<24}{:>7.2}%  {:<24}{:>7.2}%  {:>5}",
-                &r.id[..12],
-                r.name,
-                cpu.min(100.0 * ncpu),
-                format!("{} / {}", human_bytes(now.mem), human_bytes(now.limit)),
-                now.mem as f64 / now.limit.max(1) as f64 * 100.0,
-                now.pids
-            );
+            let cpu = cpu.min(100.0 * ncpu);
+            let mem_perc = now.mem as f64 / now.limit.max(1) as f64 * 100.0;
+            // docker's stats template fields.
+            rows.push(serde_json::json!({
+                "ID": &r.id[..12], "Container": &r.id[..12], "Name": r.name,
+                "CPUPerc": format!("{cpu:.2}%"),
+                "MemUsage": format!("{} / {}", human_bytes(now.mem), human_bytes(now.limit)),
+                "MemPerc": format!("{mem_perc:.2}%"),
+                "PIDs": now.pids.to_string(),
+            }));
             prev.insert(r.id.clone(), now);
+        }
+        match format {
+            Some(f) => {
+                let header = serde_json::json!({
+                    "ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME",
+                    "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %",
+                    "PIDs": "PIDS",
+                });
+                crate::template::print(f, &header, &rows, None)?;
+            }
+            None => {
+                let mut table = Table::new(&[
+                    "CONTAINER ID",
+                    "NAME",
+                    "CPU %",
+                    "MEM USAGE / LIMIT",
+                    "MEM %",
+                    "PIDS",
+                ]);
+                for row in &rows {
+                    let cell = |k: &str| row[k].as_str().unwrap_or_default().to_string();
+                    table.row(
+                        ["ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "PIDs"]
+                            .map(cell)
+                            .to_vec(),
+                    );
+                }
+                table.print();
+            }
         }
         std::io::stdout().flush()?;
         if no_stream {

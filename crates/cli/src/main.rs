@@ -275,6 +275,9 @@ enum Command {
     Stats {
         #[arg(long = "no-stream")]
         no_stream: bool,
+        /// A Go template (`{{.Name}} {{.CPUPerc}}`, `table …`) or `json`.
+        #[arg(long)]
+        format: Option<String>,
         containers: Vec<String>,
     },
     /// Named volumes.
@@ -425,8 +428,9 @@ fn main() -> ExitCode {
         }
         Command::Stats {
             no_stream,
+            format,
             containers,
-        } => containers::stats(&root, &runroot, no_stream, &containers),
+        } => containers::stats(&root, &runroot, no_stream, format.as_deref(), &containers),
         Command::Inspect { format, names } => {
             inspect_any(&root, &runroot, &names, format.as_deref())
         }

@@ -1194,7 +1194,12 @@ impl Engine {
                 path: mark,
                 source,
             },
-        )
+        )?;
+        // A pod member's name on its pod's user network.
+        if let (Some(pod), NetMode::Pod(_)) = (&rec.pod, &rec.network.mode) {
+            self.refresh_pod_network_hosts(pod);
+        }
+        Ok(())
     }
 
     /// The runtime command that runs `args` in the running container (the
@@ -1624,6 +1629,9 @@ impl Engine {
         }
         let _ = self.oci_runtime(&rec).delete(&rec.id, true);
         self.network_down(&rec)?;
+        if let (Some(pod), NetMode::Pod(_)) = (&rec.pod, &rec.network.mode) {
+            self.refresh_pod_network_hosts(pod);
+        }
         Snapshotter::unmount_rootfs(&self.container_dir(&rec.id).join("fs")).map_err(|source| {
             EngineError::Snapshot {
                 id: rec.id.clone(),

@@ -18,6 +18,8 @@ struct Member {
     rec: ContainerRecord,
     addresses: Vec<String>,
     names: Vec<String>,
+    /// For a pod's infra: the members (by ID) that share its network.
+    pod_members: Vec<String>,
 }
 
 impl Engine {
@@ -54,8 +56,25 @@ impl Engine {
                 peers,
                 ..Default::default()
             });
-            // In place: the file is bind-mounted into the container.
-            let _ = std::fs::write(self.container_dir(&m.rec.id).join("hosts"), text);
+            // In place: the file is bind-mounted into the container. A
+            // pod's members share its infra's network: the same file.
+            let mut ids = vec![m.rec.id.clone()];
+            ids.extend(m.pod_members.iter().cloned());
+            for id in ids {
+                let _ = std::fs::write(self.container_dir(&id).join("hosts"), &text);
+            }
+        }
+    }
+
+    /// After a pod member started: its name on the pod's user network.
+    pub(crate) fn refresh_pod_network_hosts(&self, pod: &str) {
+        let Ok(p) = self.find_pod(pod) else {
+            return;
+        };
+        if let Ok(infra) = self.find(&p.infra) {
+            if let NetMode::Network(n) = &infra.network.mode {
+                self.refresh_network_hosts(n, None);
+            }
         }
     }
 
@@ -82,20 +101,24 @@ impl Engine {
                 .map(|n| n.ip.to_string())
                 .collect();
             let mut names = Vec::new();
+            let mut pod_members = Vec::new();
             match &rec.infra_for {
                 // A pod's infra holds its network: the pod's name and its
-                // members' names are its address.
+                // live members' names are its address.
                 Some(pod) => {
                     if let Ok(p) = self.find_pod(pod) {
                         names.push(p.name);
                     }
-                    names.extend(
-                        all.iter()
-                            .filter(|r| {
-                                r.pod.as_deref() == Some(pod.as_str()) && r.infra_for.is_none()
-                            })
-                            .map(|r| r.name.clone()),
-                    );
+                    for r in all.iter().filter(|r| {
+                        r.pod.as_deref() == Some(pod.as_str())
+                            && r.infra_for.is_none()
+                            && matches!(r.network.mode, NetMode::Pod(_))
+                    }) {
+                        pod_members.push(r.id.clone());
+                        if self.status(r).is_live() {
+                            names.push(r.name.clone());
+                        }
+                    }
                 }
                 None => names.push(rec.name.clone()),
             }
@@ -106,6 +129,7 @@ impl Engine {
                 rec: rec.clone(),
                 addresses,
                 names,
+                pod_members,
             });
         }
         out

@@ -1821,6 +1821,10 @@ fn ps_filters_last_and_latest() {
         "3 1 2\n"
     );
     assert!(h.ok(&["version"]).starts_with("hako version "));
+    assert_eq!(
+        h.ok(&["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "fa"]),
+        "fa 1\n"
+    );
     for bad in ["bogus=1", "status=weird", "exited=x", "noeq"] {
         assert_eq!(hako(&h, &["ps", "-f", bad]).code, 125, "{bad}");
     }
@@ -1999,6 +2003,41 @@ fn containers_on_a_user_network_find_each_other_by_name() {
     );
     h.ok(&["start", "db"]);
     assert!(wait_for(10, || fetch("app", "db") == want));
+    // A pod on the network: its name and its members' are its address,
+    // and its members see the others.
+    h.ok(&["pod", "create", "--name", "pp", "--network", "names"]);
+    h.ok(&[
+        "run", "-d", "--pod", "pp", "--name", "member", IMG, "sleep", "100",
+    ]);
+    let words = |c: &str| -> Vec<Vec<String>> {
+        hako(&h, &["exec", c, "cat", "/etc/hosts"])
+            .stdout
+            .lines()
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect()
+    };
+    assert!(
+        wait_for(5, || words("app").iter().any(|l| l
+            .contains(&"pp".to_string())
+            && l.contains(&"member".to_string()))),
+        "{:?}",
+        words("app")
+    );
+    assert!(
+        words("member")
+            .iter()
+            .any(|l| l.contains(&"db".to_string())),
+        "{:?}",
+        words("member")
+    );
+    h.ok(&["pod", "rm", "-f", "pp"]);
+    assert!(
+        wait_for(5, || !words("app")
+            .iter()
+            .any(|l| l.contains(&"member".to_string()))),
+        "{:?}",
+        words("app")
+    );
     // The default network shares no names.
     let other = h
         .ok(&["run", "-d", "--name", "lonely", IMG, "sleep", "100"])
