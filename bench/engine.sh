@@ -302,14 +302,14 @@ kb() { awk -v f="$2:" '$1 == f { print $2 }' "$1"; } # kb FILE FIELD
 monitor_pids() { # hako-monitor processes of this run's store
     local p
     for p in $(pgrep -x hako-monitor); do
-        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "--run-dir $work/hako-run/" && echo "$p"
+        { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "--run-dir $work/hako-run/" && echo "$p"
     done
     return 0
 }
 conmon_pids() {
     local p
     for p in $(pgrep -x conmon); do
-        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$work/podman" && echo "$p"
+        { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "$work/podman" && echo "$p"
     done
     return 0
 }

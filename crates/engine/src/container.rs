@@ -1120,6 +1120,9 @@ impl Engine {
     fn restart_by_policy(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
         use options::RestartPolicy;
         let policy = RestartPolicy::parse(rec.options.restart.as_deref())?;
+        if policy == RestartPolicy::No {
+            return Ok(());
+        }
         let due = |st: &Status, count: u32| match (policy, st) {
             (RestartPolicy::No, _) => false,
             (_, Status::Exited { .. } | Status::Dead)
