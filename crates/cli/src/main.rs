@@ -2,8 +2,11 @@
 //! codes only; the work is in hako-image and hako-engine.
 
 mod containers;
+mod networks;
+mod pods;
 mod stdout;
 mod template;
+mod volumes;
 
 use stdout::outln;
 
@@ -243,12 +246,12 @@ enum Command {
     /// Pods: containers sharing namespaces.
     Pod {
         #[command(subcommand)]
-        command: containers::PodCommand,
+        command: pods::PodCommand,
     },
     /// CNI networks.
     Network {
         #[command(subcommand)]
-        command: containers::NetworkCommand,
+        command: networks::NetworkCommand,
     },
     /// A container's published ports.
     Port { container: String },
@@ -283,7 +286,7 @@ enum Command {
     /// Named volumes.
     Volume {
         #[command(subcommand)]
-        command: containers::VolumeCommand,
+        command: volumes::VolumeCommand,
     },
     /// Container commands.
     Container {
@@ -413,9 +416,9 @@ fn main() -> ExitCode {
         ),
         Command::Wait { containers } => containers::wait(&root, &runroot, &containers),
         Command::Exec(a) => containers::exec(&root, &runroot, a),
-        Command::Volume { command } => containers::volume_cmd(&root, &runroot, command),
-        Command::Pod { command } => containers::pod_cmd(&root, &runroot, command),
-        Command::Network { command } => containers::network_cmd(&root, &runroot, command),
+        Command::Volume { command } => volumes::volume_cmd(&root, &runroot, command),
+        Command::Pod { command } => pods::pod_cmd(&root, &runroot, command),
+        Command::Network { command } => networks::network_cmd(&root, &runroot, command),
         Command::Port { container } => containers::port(&root, &runroot, &container),
         Command::Attach {
             no_stdin,

@@ -1822,7 +1822,13 @@ fn ps_filters_last_and_latest() {
     );
     assert!(h.ok(&["version"]).starts_with("hako version "));
     assert_eq!(
-        h.ok(&["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "fa"]),
+        h.ok(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "fa"
+        ]),
         "fa 1\n"
     );
     for bad in ["bogus=1", "status=weird", "exited=x", "noeq"] {
