@@ -4,6 +4,7 @@
 mod containers;
 mod networks;
 mod pods;
+mod ps;
 mod stdout;
 mod template;
 mod volumes;
@@ -213,7 +214,7 @@ enum Command {
         containers: Vec<String>,
     },
     /// List containers.
-    Ps(containers::PsArgs),
+    Ps(ps::PsArgs),
     /// Show a container's output.
     Logs {
         #[arg(short, long)]
@@ -398,7 +399,7 @@ fn main() -> ExitCode {
         Command::Rm {
             force, containers, ..
         } => containers::rm(&root, &runroot, force, &containers),
-        Command::Ps(a) => containers::ps(&root, &runroot, &a),
+        Command::Ps(a) => ps::ps(&root, &runroot, &a),
         Command::Logs {
             follow,
             since,
