@@ -321,11 +321,15 @@ enum ImageCommand {
 enum SystemCommand {
     /// Disk usage of images and layers.
     Df,
-    /// Remove stopped containers, then dangling images and unused layers.
+    /// Remove stopped containers, user networks no container uses, then
+    /// dangling images and unused layers.
     Prune {
         /// Also images no container uses.
         #[arg(short, long)]
         all: bool,
+        /// Also volumes no container uses.
+        #[arg(long)]
+        volumes: bool,
         /// Do not ask (there is nothing to ask: accepted for docker).
         #[arg(short, long)]
         force: bool,
@@ -440,8 +444,8 @@ fn main() -> ExitCode {
         }
         Command::Container { command } => containers::container_cmd(&root, &runroot, command),
         Command::System {
-            command: SystemCommand::Prune { all, .. },
-        } => system_prune(&root, &runroot, all),
+            command: SystemCommand::Prune { all, volumes, .. },
+        } => system_prune(&root, &runroot, all, volumes),
         other => run(Cli {
             root,
             runroot,
@@ -503,12 +507,25 @@ fn system_prune(
     root: &std::path::Path,
     runroot: &std::path::Path,
     all: bool,
+    volumes: bool,
 ) -> Result<i32, Error> {
     let engine = hako_engine::Engine::open(root, runroot)?;
     let gone = engine.prune()?;
     outln!("Deleted containers: {}", gone.len());
     for id in &gone {
         outln!("{id}");
+    }
+    let networks = engine.prune_networks()?;
+    outln!("Deleted networks: {}", networks.len());
+    for n in &networks {
+        outln!("{n}");
+    }
+    if volumes {
+        let gone = engine.prune_volumes()?;
+        outln!("Deleted volumes: {}", gone.len());
+        for v in &gone {
+            outln!("{v}");
+        }
     }
     let store = engine.store();
     let used: std::collections::HashSet<String> =

@@ -36,6 +36,12 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Remove the user networks no container uses.
+    Prune {
+        /// Do not ask (there is nothing to ask: accepted for docker).
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Remove networks.
     Rm {
         /// Also while containers are attached (they are detached).
@@ -109,6 +115,12 @@ pub fn network_cmd(root: &Path, runroot: &Path, c: NetworkCommand) -> Result<i32
                 out.push(serde_json::to_value(nets.inspect(n)?)?);
             }
             outln!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        NetworkCommand::Prune { .. } => {
+            for n in engine.prune_networks()? {
+                outln!("{n}");
+            }
             Ok(0)
         }
         NetworkCommand::Rm { force, names } => {

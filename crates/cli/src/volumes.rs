@@ -109,11 +109,8 @@ pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, 
             Ok(code)
         }
         VolumeCommand::Prune { .. } => {
-            for v in vols.list()? {
-                if engine.volume_users(&v.name)?.is_empty() {
-                    vols.remove(&v.name, &[])?;
-                    outln!("{}", v.name);
-                }
+            for v in engine.prune_volumes()? {
+                outln!("{v}");
             }
             Ok(0)
         }

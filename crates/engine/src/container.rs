@@ -1352,6 +1352,48 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes the user networks no container of this store uses (not
+    /// the default one); their names.
+    pub fn prune_networks(&self) -> Result<Vec<String>, EngineError> {
+        let used: std::collections::HashSet<String> = self
+            .list()?
+            .into_iter()
+            .filter_map(|r| match r.network.mode {
+                NetMode::Network(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let nets = self.networks();
+        let list = nets.list().map_err(|e| EngineError::Other {
+            id: "(networks)".into(),
+            what: e.to_string(),
+        })?;
+        let mut gone = Vec::new();
+        for n in list {
+            if n.name == hako_network::store::DEFAULT_NETWORK || used.contains(&n.name) {
+                continue;
+            }
+            // Not forced: one a container attached meanwhile stays.
+            if nets.remove(&n.name, false).is_ok() {
+                gone.push(n.name);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Removes the volumes no container uses; their names.
+    pub fn prune_volumes(&self) -> Result<Vec<String>, EngineError> {
+        let vols = self.volumes();
+        let mut gone = Vec::new();
+        for v in vols.list()? {
+            if self.volume_users(&v.name)?.is_empty() {
+                vols.remove(&v.name, &[])?;
+                gone.push(v.name);
+            }
+        }
+        Ok(gone)
+    }
+
     /// The host and the store, for `hako info`.
     pub fn info(&self) -> Result<HostInfo, EngineError> {
         let containers: Vec<ContainerRecord> = self

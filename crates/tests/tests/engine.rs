@@ -1585,7 +1585,9 @@ fn host_namespaces_mounts_groups_and_cpusets_reach_the_container() {
     ]);
     assert!(o.stdout.contains("size=1024k"), "{}{}", o.stdout, o.stderr);
     assert_eq!(h.ok(&["volume", "ls", "-q"]), "mvol\n");
-    h.ok(&["volume", "rm", "mvol"]);
+    let pruned = h.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(pruned.contains("Deleted volumes: 1\nmvol\n"), "{pruned}");
+    assert_eq!(h.ok(&["volume", "ls", "-q"]), "");
     // Cgroup settings, and --cidfile.
     let cid = TempDir::new("cid");
     let cidfile = cid.path.join("cid");
@@ -2055,7 +2057,10 @@ fn containers_on_a_user_network_find_each_other_by_name() {
         "{}",
         o.stdout
     );
+    // In use, a network is not pruned; unused, it is (the default never).
+    assert_eq!(h.ok(&["network", "prune", "-f"]), "");
     h.ok(&["rm", "-f", "db", "app", "lonely"]);
-    h.ok(&["network", "rm", "names"]);
+    assert_eq!(h.ok(&["network", "prune", "-f"]), "names\n");
+    assert!(h.ok(&["network", "ls", "-q"]).lines().all(|n| n != "names"));
     assert_clean(&h, &[db, app, other]);
 }
