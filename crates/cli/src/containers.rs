@@ -646,6 +646,14 @@ pub fn rm(root: &Path, runroot: &Path, force: bool, names: &[String]) -> Result<
     each_container(root, runroot, names, |e, r| e.remove(r, force))
 }
 
+/// `hako rename CONTAINER NAME`.
+pub fn rename(root: &Path, runroot: &Path, container: &str, name: &str) -> Result<i32, Error> {
+    let engine = engine(root, runroot)?;
+    let rec = engine.find(container)?;
+    engine.rename(&rec, name)?;
+    Ok(0)
+}
+
 /// `f` on each container named, printing its name when done, reporting
 /// (and going on) when not: 125 if any failed, as docker.
 fn each_container(

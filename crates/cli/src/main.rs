@@ -371,30 +371,11 @@ fn main() -> ExitCode {
         Command::Restart { time, containers } => {
             containers::restart(&root, &runroot, time, &containers)
         }
-        Command::Info { format } => (|| -> Result<i32, Error> {
-            let engine = hako_engine::Engine::open(&root, &runroot)?;
-            let info = serde_json::to_value(engine.info()?)?;
-            containers::print_inspected_one(&info, format.as_deref())?;
-            Ok(0)
-        })(),
-        Command::Version { format } => (|| -> Result<i32, Error> {
-            let v = serde_json::json!({
-                "Version": env!("CARGO_PKG_VERSION"),
-                "Os": std::env::consts::OS,
-                "Arch": std::env::consts::ARCH,
-            });
-            match format {
-                None => outln!("hako version {}", env!("CARGO_PKG_VERSION")),
-                Some(f) => containers::print_inspected_one(&v, Some(&f))?,
-            }
-            Ok(0)
-        })(),
-        Command::Rename { container, name } => (|| -> Result<i32, Error> {
-            let engine = hako_engine::Engine::open(&root, &runroot)?;
-            let rec = engine.find(&container)?;
-            engine.rename(&rec, &name)?;
-            Ok(0)
-        })(),
+        Command::Info { format } => info(&root, &runroot, format.as_deref()),
+        Command::Version { format } => version(format.as_deref()),
+        Command::Rename { container, name } => {
+            containers::rename(&root, &runroot, &container, &name)
+        }
         Command::Pause { containers } => containers::pause(&root, &runroot, true, &containers),
         Command::Unpause { containers } => containers::pause(&root, &runroot, false, &containers),
         Command::Kill { signal, containers } => {
@@ -500,6 +481,32 @@ fn inspect_any(
         }
     }
     containers::print_inspected(&out, format)?;
+    Ok(0)
+}
+
+/// `hako info`: the host, the OCI runtime and what the store holds.
+fn info(
+    root: &std::path::Path,
+    runroot: &std::path::Path,
+    format: Option<&str>,
+) -> Result<i32, Error> {
+    let engine = hako_engine::Engine::open(root, runroot)?;
+    let info = serde_json::to_value(engine.info()?)?;
+    containers::print_inspected_one(&info, format)?;
+    Ok(0)
+}
+
+/// `hako version`: a line, or the version document through a template.
+fn version(format: Option<&str>) -> Result<i32, Error> {
+    let v = serde_json::json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Os": std::env::consts::OS,
+        "Arch": std::env::consts::ARCH,
+    });
+    match format {
+        None => outln!("hako version {}", env!("CARGO_PKG_VERSION")),
+        Some(f) => containers::print_inspected_one(&v, Some(f))?,
+    }
     Ok(0)
 }
 

@@ -212,12 +212,7 @@ fn parse_nodes(
             "range" => {
                 let (vars, over) = range_vars(rest)?;
                 let over = parse_pipeline(over)?;
-                let (body, end) = parse_nodes(tokens, pos, depth + 1)?;
-                let otherwise = match end.as_deref() {
-                    Some("end") => Vec::new(),
-                    Some("else") => expect_end(tokens, pos, depth + 1)?,
-                    _ => return Err("range without its end".into()),
-                };
+                let (body, otherwise) = parse_block("range", tokens, pos, depth + 1)?;
                 nodes.push(Node::Range {
                     vars,
                     over,
@@ -227,12 +222,7 @@ fn parse_nodes(
             }
             "with" => {
                 let value = parse_pipeline(rest)?;
-                let (body, end) = parse_nodes(tokens, pos, depth + 1)?;
-                let otherwise = match end.as_deref() {
-                    Some("end") => Vec::new(),
-                    Some("else") => expect_end(tokens, pos, depth + 1)?,
-                    _ => return Err("with without its end".into()),
-                };
+                let (body, otherwise) = parse_block("with", tokens, pos, depth + 1)?;
                 nodes.push(Node::With {
                     value,
                     body,
@@ -246,6 +236,22 @@ fn parse_nodes(
         }
     }
     Ok((nodes, None))
+}
+
+/// The body of a `range`/`with` and its `else` part, up to its `end`.
+fn parse_block(
+    what: &str,
+    tokens: &[Token],
+    pos: &mut usize,
+    depth: usize,
+) -> Result<(Vec<Node>, Vec<Node>), String> {
+    let (body, end) = parse_nodes(tokens, pos, depth)?;
+    let otherwise = match end.as_deref() {
+        Some("end") => Vec::new(),
+        Some("else") => expect_end(tokens, pos, depth)?,
+        _ => return Err(format!("{what} without its end")),
+    };
+    Ok((body, otherwise))
 }
 
 fn expect_end(tokens: &[Token], pos: &mut usize, depth: usize) -> Result<Vec<Node>, String> {

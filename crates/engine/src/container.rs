@@ -119,6 +119,11 @@ pub struct HostInfo {
     pub network_backend: &'static str,
 }
 
+fn has_restart_policy(rec: &ContainerRecord) -> bool {
+    options::RestartPolicy::parse(rec.options.restart.as_deref())
+        .is_ok_and(|p| p != options::RestartPolicy::No)
+}
+
 /// In the run dir while the container is paused.
 const PAUSED_MARK: &str = "paused";
 /// In the container dir once `stop` or `kill` ended it: its restart
@@ -1038,6 +1043,11 @@ impl Engine {
         let path = match (&rec.network.mode, &rec.infra_for, &rec.network.netns) {
             (NetMode::Network(_), None, _) => net::netns_path(&store, &rec.id),
             (NetMode::Network(_) | NetMode::None, Some(_), Some(p)) => p.clone(),
+            // A pod member leaves its name on the pod's user network.
+            (NetMode::Pod(pod), _, _) => {
+                self.refresh_pod_network_hosts(pod);
+                return Ok(());
+            }
             _ => return Ok(()),
         };
         let network = match &rec.network.mode {
@@ -1092,16 +1102,16 @@ impl Engine {
 
     /// A user's start: the restart policy applies again, counted afresh.
     fn clear_stop_mark(&self, rec: &ContainerRecord) {
-        let dir = self.container_dir(&rec.id);
-        let _ = std::fs::remove_file(dir.join(STOPPED_MARK));
-        let _ = std::fs::remove_file(dir.join(RESTARTS_FILE));
+        if has_restart_policy(rec) {
+            let dir = self.container_dir(&rec.id);
+            let _ = std::fs::remove_file(dir.join(STOPPED_MARK));
+            let _ = std::fs::remove_file(dir.join(RESTARTS_FILE));
+        }
     }
 
     /// A user's stop or kill: the restart policy leaves it stopped.
     fn set_stop_mark(&self, rec: &ContainerRecord) {
-        if options::RestartPolicy::parse(rec.options.restart.as_deref())
-            .is_ok_and(|p| p != options::RestartPolicy::No)
-        {
+        if has_restart_policy(rec) {
             let _ = std::fs::write(self.container_dir(&rec.id).join(STOPPED_MARK), b"");
         }
     }
@@ -1124,7 +1134,6 @@ impl Engine {
             return Ok(());
         }
         let due = |st: &Status, count: u32| match (policy, st) {
-            (RestartPolicy::No, _) => false,
             (_, Status::Exited { .. } | Status::Dead)
                 if self.container_dir(&rec.id).join(STOPPED_MARK).exists() =>
             {
@@ -1142,18 +1151,14 @@ impl Engine {
         if !due(&st, count) {
             return Ok(());
         }
-        let ran_long = match (&st, self.started_at(rec)) {
-            (Status::Exited { finished_at, .. }, Some(started)) => {
-                match (
-                    util::parse_rfc3339_nanos(finished_at),
-                    util::parse_rfc3339_nanos(&started),
-                ) {
-                    (Some(f), Some(s)) => f - s >= 10_000_000_000,
-                    _ => false,
-                }
-            }
-            _ => false,
+        let finished = match &st {
+            Status::Exited { finished_at, .. } => util::parse_rfc3339_nanos(finished_at),
+            _ => None,
         };
+        let started = self
+            .started_at(rec)
+            .and_then(|s| util::parse_rfc3339_nanos(&s));
+        let ran_long = matches!((finished, started), (Some(f), Some(s)) if f - s >= 10_000_000_000);
         let exp = if ran_long { 0 } else { count.min(9) };
         std::thread::sleep(Duration::from_millis((100u64 << exp).min(30_000)));
         let _lock = self.lock(&rec.id)?;
@@ -1198,8 +1203,9 @@ impl Engine {
                 source,
             },
         )?;
-        // A pod member's name on its pod's user network.
-        if let (Some(pod), NetMode::Pod(_)) = (&rec.pod, &rec.network.mode) {
+        // A pod member's name on its pod's user network (it is live only
+        // now: its network_up ran before its monitor).
+        if let NetMode::Pod(pod) = &rec.network.mode {
             self.refresh_pod_network_hosts(pod);
         }
         Ok(())
@@ -1300,6 +1306,12 @@ impl Engine {
             self.set_stop_mark(rec);
         }
         self.oci_runtime(rec).kill(&rec.id, signal, false)?;
+        // A frozen process acts on no signal (v1 freezer: not even
+        // SIGKILL) until thawed.
+        if st == Status::Paused && signal == libc::SIGKILL {
+            let _lock = self.lock(&rec.id)?;
+            self.unpause_locked(rec)?;
+        }
         Ok(())
     }
 
@@ -1374,8 +1386,15 @@ impl Engine {
                 continue;
             }
             // Not forced: one a container attached meanwhile stays.
-            if nets.remove(&n.name, false).is_ok() {
-                gone.push(n.name);
+            match nets.remove(&n.name, false) {
+                Ok(()) => gone.push(n.name),
+                Err(hako_network::StoreError::InUse { .. }) => {}
+                Err(e) => {
+                    return Err(EngineError::Other {
+                        id: "(networks)".into(),
+                        what: e.to_string(),
+                    })
+                }
             }
         }
         Ok(gone)
@@ -1657,7 +1676,6 @@ impl Engine {
 
     /// [`Engine::cleanup`] but the restart: true if the container had exited.
     fn cleanup_exited(&self, rec: &ContainerRecord) -> Result<bool, EngineError> {
-        let rec = rec.clone();
         let _lock = self.lock(&rec.id)?;
         if self
             .db
@@ -1666,17 +1684,14 @@ impl Engine {
         {
             return Ok(false);
         }
-        if !matches!(self.status(&rec), Status::Exited { .. } | Status::Dead) {
+        if !matches!(self.status(rec), Status::Exited { .. } | Status::Dead) {
             return Ok(false);
         }
         if rec.options.auto_remove {
-            return self.remove_locked(&rec, false).map(|_| false);
+            return self.remove_locked(rec, false).map(|_| false);
         }
-        let _ = self.oci_runtime(&rec).delete(&rec.id, true);
-        self.network_down(&rec)?;
-        if let (Some(pod), NetMode::Pod(_)) = (&rec.pod, &rec.network.mode) {
-            self.refresh_pod_network_hosts(pod);
-        }
+        let _ = self.oci_runtime(rec).delete(&rec.id, true);
+        self.network_down(rec)?;
         Snapshotter::unmount_rootfs(&self.container_dir(&rec.id).join("fs")).map_err(|source| {
             EngineError::Snapshot {
                 id: rec.id.clone(),

@@ -282,8 +282,7 @@ fn host_namespaces(spec: &mut Value, opts: &CreateOptions) -> Result<(), SpecErr
 fn resources(spec: &mut Value, opts: &CreateOptions) -> Result<(), SpecError> {
     let r = &mut spec["linux"]["resources"];
     if let Some(m) = &opts.memory {
-        let bytes = crate::util::parse_bytes(m)
-            .ok_or_else(|| bad("--memory", m, "expected a size such as 512m or 2g"))?;
+        let bytes = options::size("--memory", m)?;
         if bytes < 6 << 20 {
             return Err(bad("--memory", m, "the minimum is 6 MiB (as docker)").into());
         }

@@ -1732,6 +1732,15 @@ fn pause_unpause_restart_and_rename() {
     h.ok(&["pause", "tick"]);
     h.ok(&["stop", "-t", "1", "tick"]);
     assert_eq!(inspect(&h, "tick")["State"]["Status"], "exited");
+    // kill of a paused one: it dies (thawed for the SIGKILL).
+    h.ok(&["start", "tick"]);
+    h.ok(&["pause", "tick"]);
+    h.ok(&["kill", "tick"]);
+    assert!(
+        wait_for(5, || inspect(&h, "tick")["State"]["ExitCode"] == 137),
+        "{}",
+        inspect(&h, "tick")["State"]
+    );
     // restart: running again, with a new pid.
     h.ok(&["start", "tick"]);
     let pid = inspect(&h, "tick")["State"]["Pid"].as_i64().expect("pid");
