@@ -102,13 +102,10 @@ impl RestartPolicy {
             return Ok(RestartPolicy::No);
         };
         let (name, max) = v.split_once(':').map_or((v, None), |(n, m)| (n, Some(m)));
-        let max =
-            match max {
-                None => None,
-                Some(m) => Some(m.parse::<u32>().map_err(|_| {
-                    bad("--restart", v, "the retry count is a number (on-failure:N)")
-                })?),
-            };
+        let max = max
+            .map(str::parse::<u32>)
+            .transpose()
+            .map_err(|_| bad("--restart", v, "the retry count is a number (on-failure:N)"))?;
         match (name, max) {
             ("" | "no", None) => Ok(RestartPolicy::No),
             ("on-failure", m) => Ok(RestartPolicy::OnFailure(m)),
