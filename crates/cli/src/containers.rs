@@ -445,6 +445,15 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
             return Ok(code);
         }
     };
+    // A container that cannot go on is removed, with its --cidfile.
+    let abandon = |e: &(dyn std::error::Error + 'static)| {
+        report(e);
+        let _ = engine.remove(&rec, true);
+        if let Some(f) = &a.cidfile {
+            let _ = std::fs::remove_file(f);
+        }
+        EXIT_ENGINE
+    };
     if let Some(f) = &a.cidfile {
         let written = std::fs::OpenOptions::new()
             .write(true)
@@ -462,21 +471,19 @@ pub fn run(root: &Path, runroot: &Path, a: RunArgs, start: bool) -> Result<i32, 
     }
     if a.detach {
         if let Err(e) = engine.start(&rec) {
-            report(&e);
-            let _ = engine.remove(&rec, true);
-            return Ok(EXIT_ENGINE);
+            return Ok(abandon(&e));
         }
         outln!("{}", rec.id);
         return Ok(0);
     }
     let run_dir = engine.run_dir(&rec.id);
     // Attached before start: nothing the container writes is missed.
-    let attach = hako_monitor::Attach::connect(&run_dir)?;
-    engine.mark_attached(&rec)?;
-    if let Err(e) = engine.start(&rec) {
-        report(&e);
-        let _ = engine.remove(&rec, true);
-        return Ok(EXIT_ENGINE);
+    let attach = match hako_monitor::Attach::connect(&run_dir) {
+        Ok(a) => a,
+        Err(e) => return Ok(abandon(&e)),
+    };
+    if let Err(e) = engine.mark_attached(&rec).and_then(|()| engine.start(&rec)) {
+        return Ok(abandon(&e));
     }
     let how = hako_monitor::AttachStdio {
         stdin: a.interactive,
