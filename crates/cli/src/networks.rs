@@ -89,11 +89,9 @@ pub fn network_cmd(root: &Path, runroot: &Path, c: NetworkCommand) -> Result<i32
                 for n in &list {
                     outln!("{}", n.name);
                 }
-            } else if format.as_deref() == Some("json") {
-                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if let Some(f) = format {
-                let items = serde_json::to_value(&list)?;
-                crate::template::print_items(&f, &items)?;
+                // `json` included: the list as JSON.
+                crate::template::print_items(&f, &serde_json::to_value(&list)?)?;
             } else {
                 let mut table = Table::new(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "BRIDGE"]);
                 for n in &list {

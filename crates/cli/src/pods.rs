@@ -137,10 +137,8 @@ pub fn pod_cmd(root: &Path, runroot: &Path, c: PodCommand) -> Result<i32, Error>
                 for p in &pods {
                     outln!("{}", &p.id[..12]);
                 }
-            } else if format.as_deref() == Some("json") {
-                let v: Vec<_> = pods.iter().map(|p| pod_json(&engine, p)).collect();
-                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else if let Some(f) = format {
+                // `json` included: the list as JSON.
                 let items: Vec<_> = pods.iter().map(|p| pod_json(&engine, p)).collect();
                 crate::template::print_items(&f, &serde_json::Value::Array(items))?;
             } else {

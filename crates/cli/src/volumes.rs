@@ -60,11 +60,9 @@ pub fn volume_cmd(root: &Path, runroot: &Path, c: VolumeCommand) -> Result<i32, 
                 for v in &list {
                     outln!("{}", v.name);
                 }
-            } else if format.as_deref() == Some("json") {
-                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if let Some(f) = format {
-                let items = serde_json::to_value(&list)?;
-                crate::template::print_items(&f, &items)?;
+                // `json` included: the list as JSON.
+                crate::template::print_items(&f, &serde_json::to_value(&list)?)?;
             } else {
                 let mut table = Table::new(&["DRIVER", "VOLUME NAME"]);
                 for v in &list {
